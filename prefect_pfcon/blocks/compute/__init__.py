@@ -1,0 +1,15 @@
+"""Compute blocks: one interface (``ComputeBlock``), one small class per backend."""
+
+from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeError, ContainerJob, ContainerState
+from prefect_pfcon.blocks.compute.docker import DockerCompute
+
+COMPUTE_BLOCKS: dict[str, type[ComputeBlock]] = {cls.container_env: cls for cls in (DockerCompute,)}
+
+__all__ = [
+    "COMPUTE_BLOCKS",
+    "ComputeBlock",
+    "ComputeError",
+    "ContainerJob",
+    "ContainerState",
+    "DockerCompute",
+]

@@ -1,0 +1,136 @@
+"""The compute interface every pfcon compute block implements."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from prefect_pfcon.models import JobStatus, PluginJob
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+JOB_TYPE_LABEL = "org.chrisproject.job_type"
+JID_LABEL = "org.chrisproject.jid"
+FLOW_RUN_LABEL = "io.prefect.flow-run-id"
+
+
+class ComputeError(RuntimeError):
+    """A job the backend refuses or cannot run; its message is shown to clients."""
+
+
+@dataclass(frozen=True)
+class ContainerJob:
+    """Everything a backend needs to run one plugin container."""
+
+    name: str
+    image: str
+    command: list[str]
+    env: list[str]
+    cpu_limit: int
+    memory_limit: int
+    gpu_limit: int
+    number_of_workers: int
+    incoming: Path
+    outgoing: Path
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """A container's state in pfcon's terms."""
+
+    status: JobStatus
+    message: str
+    timestamp: str
+    exit_code: int | None
+    labels: dict[str, str]
+
+    @property
+    def flow_run_id(self) -> str | None:
+        """The flow run that created the container."""
+        return self.labels.get(FLOW_RUN_LABEL)
+
+
+@dataclass(frozen=True)
+class ContainerUser:
+    """``CONTAINER_USER`` parsed: ``UID:GID``, either side optional, ``a-b`` ranges allowed."""
+
+    uid: str | None
+    gid: str | None
+
+    @classmethod
+    def parse(cls, text: str | None) -> ContainerUser | None:
+        """Parse pfcon's format; ranges pick a random value per job."""
+        if not text:
+            return None
+        uid, _, gid = text.partition(":")
+        return cls(_pick(uid), _pick(gid))
+
+
+def _pick(spec: str) -> str | None:
+    if not spec:
+        return None
+    low, _, high = spec.partition("-")
+    return str(random.randint(int(low), int(high))) if high else str(int(low))
+
+
+class ComputeBlock(Block):
+    """Where plugin containers run: submit, observe, remove, by container name."""
+
+    container_env: ClassVar[str]
+    compute_volume_type: ClassVar[str]
+
+    container_user: str | None = Field(
+        None, description="UID:GID for plugin containers (ranges a-b allowed); CONTAINER_USER."
+    )
+    enable_home_workaround: bool = Field(
+        False, description="Add HOME=/tmp to the plugin's environment (ENABLE_HOME_WORKAROUND)."
+    )
+    shm_size: int | None = Field(None, description="/dev/shm size in MiB (SHM_SIZE).")
+    job_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels added to every job (JOB_LABELS)."
+    )
+    logs_tail: int = Field(1000, description="Lines of logs in a status answer (JOB_LOGS_TAIL).")
+    ignore_limits: bool = Field(False, description="Do not set cpu/memory limits (IGNORE_LIMITS).")
+    remove_jobs: bool = Field(True, description="DELETE removes containers (REMOVE_JOBS).")
+
+    def server_info(self) -> dict[str, str]:
+        """The compute part of pfcon's server-info answer."""
+        return {"container_env": self.container_env, "compute_volume_type": self.compute_volume_type}
+
+    def plugin_env(self, env: list[str]) -> list[str]:
+        """The plugin's environment: exactly the client's list, plus the HOME workaround."""
+        return [*env, "HOME=/tmp"] if self.enable_home_workaround else list(env)
+
+    def plugin_post_error(self, job: PluginJob) -> str | None:
+        """A reason the backend refuses a plugin job at POST time, or ``None``."""
+        return None
+
+    def submit(self, job: ContainerJob) -> None:
+        """Create and start the container named ``job.name``."""
+        raise NotImplementedError
+
+    def state(self, name: str) -> ContainerState | None:
+        """The container's state, or ``None`` when it does not exist."""
+        raise NotImplementedError
+
+    def logs(self, name: str) -> str:
+        """The last ``logs_tail`` lines of the container's output."""
+        raise NotImplementedError
+
+    def follow_logs(self, name: str) -> Iterator[str]:
+        """The container's output lines as they come, until it exits."""
+        raise NotImplementedError
+
+    def wait(self, name: str) -> int:
+        """Block until the container exits; its exit code."""
+        raise NotImplementedError
+
+    def remove(self, name: str) -> None:
+        """Remove the container, killing it if it runs; no error if absent."""
+        raise NotImplementedError

@@ -1,0 +1,176 @@
+"""Docker (or Podman's Docker API) compute: one container per plugin job, named after the jid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+from pydantic import Field, PrivateAttr
+
+from prefect_pfcon.blocks.compute.base import (
+    ZERO_TIME,
+    ComputeBlock,
+    ComputeError,
+    ContainerJob,
+    ContainerState,
+    ContainerUser,
+)
+from prefect_pfcon.models import JobStatus, PluginJob
+from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+
+
+def container_status(state: dict[str, Any]) -> JobStatus:
+    """pfcon's status of a Docker container ``State`` (spec 9.1, first match wins)."""
+    if state.get("Running") or state.get("Paused"):
+        return JobStatus.STARTED
+    if state.get("Status") == "created":
+        return JobStatus.NOT_STARTED
+    if state.get("OOMKilled") or state.get("Dead"):
+        return JobStatus.FINISHED_WITH_ERROR
+    if state.get("Status") == "exited":
+        ok = state.get("ExitCode") == 0
+        return JobStatus.FINISHED_SUCCESSFULLY if ok else JobStatus.FINISHED_WITH_ERROR
+    return JobStatus.UNDEFINED
+
+
+def container_timestamp(state: dict[str, Any]) -> str:
+    """``FinishedAt`` unless it is the zero time, else ``StartedAt``."""
+    finished = state.get("FinishedAt") or ZERO_TIME
+    return finished if not finished.startswith("0001-01-01") else state.get("StartedAt") or ZERO_TIME
+
+
+class DockerCompute(ComputeBlock):
+    """Run plugin containers on a Docker engine (pfcon's CONTAINER_ENV=docker, host volumes)."""
+
+    _block_type_name = "pfcon docker compute"
+    _block_type_slug = "pfcon-docker-compute"
+    _description = "Runs ChRIS plugin containers on a Docker engine."
+
+    container_env: ClassVar[str] = "docker"
+    compute_volume_type: ClassVar[str] = "host"
+
+    docker_host: str | None = Field(
+        None, description="Docker engine URL; defaults to DOCKER_HOST or the local socket."
+    )
+    network_mode: str = Field(
+        "none", description="Network of plugin containers: none (default), host, or a network."
+    )
+
+    _client: docker.DockerClient | None = PrivateAttr(None)
+    _gpu_runtime: bool | None = PrivateAttr(None)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """A Docker client, made once per block instance."""
+        if self._client is None:
+            self._client = (
+                docker.DockerClient(base_url=self.docker_host)
+                if self.docker_host
+                else docker.from_env()
+            )
+        return self._client
+
+    def plugin_post_error(self, job: PluginJob) -> str | None:
+        if job.number_of_workers != 1:
+            return (
+                "Compute environment only supports number_of_workers=1, "
+                f"got number_of_workers={job.number_of_workers}"
+            )
+        return None
+
+    def has_gpu_runtime(self) -> bool:
+        """Whether the engine has the NVIDIA runtime GPU device requests need."""
+        if self._gpu_runtime is None:
+            runtimes = self.client.info().get("Runtimes") or {}
+            self._gpu_runtime = "nvidia" in runtimes
+        return self._gpu_runtime
+
+    def submit(self, job: ContainerJob) -> None:
+        if job.gpu_limit > 0 and not self.has_gpu_runtime():
+            raise ComputeError(
+                f"gpu_limit={job.gpu_limit} requested but the Docker engine has no GPU runtime"
+            )
+        try:
+            container = self.client.containers.create(**self._create_kwargs(job))
+        except ImageNotFound:
+            raise ComputeError(f"Image {job.image} is not available on the Docker engine") from None
+        except APIError as error:
+            raise ComputeError(f"Docker refused the container: {error.explanation}") from None
+        try:
+            container.start()
+        except APIError as error:
+            container.remove(force=True)
+            raise ComputeError(f"Docker could not start the container: {error.explanation}") from None
+
+    def _create_kwargs(self, job: ContainerJob) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "image": job.image,
+            "command": job.command,
+            "name": job.name,
+            "environment": job.env,
+            "labels": {**self.job_labels, **job.labels},
+            "network_mode": self.network_mode,
+            "volumes": {
+                str(job.incoming): {"bind": INCOMING, "mode": "ro"},
+                str(job.outgoing): {"bind": OUTGOING, "mode": "rw"},
+            },
+            "detach": True,
+        }
+        if not self.ignore_limits:
+            memory = f"{job.memory_limit}m"
+            kwargs.update(nano_cpus=job.cpu_limit * 10**6, mem_limit=memory, memswap_limit=memory)
+        if job.gpu_limit > 0:
+            kwargs["device_requests"] = [DeviceRequest(count=job.gpu_limit, capabilities=[["gpu"]])]
+        if self.shm_size:
+            kwargs["shm_size"] = f"{self.shm_size}m"
+        user = ContainerUser.parse(self.container_user)
+        if user and user.uid:
+            kwargs["user"] = user.uid
+        if user and user.gid:
+            kwargs["group_add"] = [user.gid]
+        return kwargs
+
+    def state(self, name: str) -> ContainerState | None:
+        try:
+            info = self.client.api.inspect_container(name)
+        except NotFound:
+            return None
+        state = info["State"]
+        return ContainerState(
+            status=container_status(state),
+            message=state.get("Status", ""),
+            timestamp=container_timestamp(state),
+            exit_code=state.get("ExitCode"),
+            labels=info["Config"].get("Labels") or {},
+        )
+
+    def logs(self, name: str) -> str:
+        try:
+            raw = self.client.api.logs(name, stdout=True, stderr=True, tail=self.logs_tail)
+        except NotFound:
+            return ""
+        return raw.decode("utf-8", errors="replace")
+
+    def follow_logs(self, name: str) -> Iterator[str]:
+        pending = b""
+        for chunk in self.client.api.logs(name, stream=True, follow=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            yield from (line.decode("utf-8", errors="replace") for line in lines)
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+
+    def wait(self, name: str) -> int:
+        try:
+            return int(self.client.api.wait(name)["StatusCode"])
+        except NotFound:
+            raise ComputeError(f"Container {name} was removed before it finished") from None
+
+    def remove(self, name: str) -> None:
+        try:
+            self.client.api.remove_container(name, force=True)
+        except NotFound:
+            pass

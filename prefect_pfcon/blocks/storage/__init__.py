@@ -1,0 +1,11 @@
+"""Storage blocks: one interface (``StorageBlock``), one small class per pfcon storage mode."""
+
+from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
+from prefect_pfcon.blocks.storage.filesystem import FilesystemStorage
+from prefect_pfcon.blocks.storage.fslink import FSLinkStorage
+
+STORAGE_BLOCKS: dict[str, type[StorageBlock]] = {
+    cls.storage_env: cls for cls in (FSLinkStorage, FilesystemStorage)
+}
+
+__all__ = ["STORAGE_BLOCKS", "FSLinkStorage", "FilesystemStorage", "PluginMounts", "StorageBlock"]

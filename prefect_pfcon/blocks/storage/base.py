@@ -1,0 +1,124 @@
+"""The storage interface every pfcon storage block implements."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
+from prefect_pfcon.tasks.paths import UnsafePathError, resolve_in_store
+
+
+class UnsafeJobIdError(UnsafePathError):
+    """A jid that cannot name a key dir (``/``, ``.``, ``..``, empty)."""
+
+
+class PluginMounts(NamedTuple):
+    """The directories behind ``/share/incoming`` and ``/share/outgoing``, as seen here."""
+
+    incoming: Path
+    outgoing: Path
+
+
+class StorageBlock(Block):
+    """Where job data lives: the storeBase, its per-job key dirs, staging in and out.
+
+    Subclasses say how inputs reach ``/share/incoming`` and where ``/share/outgoing`` is.
+    """
+
+    storage_env: ClassVar[str]
+    innetwork: ClassVar[bool] = True
+    requires_copy_job: ClassVar[bool] = False
+    requires_upload_job: ClassVar[bool] = False
+
+    store_base: str = Field(
+        description="The storeBase as this process sees it (pfcon's STOREBASE_MOUNT)."
+    )
+    host_store_base: str | None = Field(
+        None,
+        description="The storeBase as the container engine sees it (pfcon's STOREBASE); "
+        "defaults to store_base.",
+    )
+
+    @property
+    def root(self) -> Path:
+        """The storeBase directory (symlinks resolved)."""
+        return Path(os.path.realpath(self.store_base))
+
+    def server_info(self) -> dict[str, Any]:
+        """The storage part of pfcon's server-info answer."""
+        return {
+            "pfcon_innetwork": self.innetwork,
+            "storage_env": self.storage_env,
+            "requires_copy_job": self.innetwork and self.requires_copy_job,
+            "requires_upload_job": self.innetwork and self.requires_upload_job,
+        }
+
+    def resolve(self, rel: str) -> Path:
+        """A client-given storage path, confined to the storeBase."""
+        return resolve_in_store(self.root, rel)
+
+    def key_dir(self, jid: str) -> Path:
+        """``<storeBase>/key-<jid>``, the job's scratch area."""
+        if not jid or "/" in jid or jid in (".", ".."):
+            raise UnsafeJobIdError(f"Invalid job id: {jid!r}")
+        return self.root / f"key-{jid}"
+
+    def to_host_path(self, path: Path) -> Path:
+        """Translate a path under the storeBase to the container engine's view."""
+        if not self.host_store_base:
+            return path
+        return Path(self.host_store_base) / path.relative_to(self.root)
+
+    def plugin_post_error(self, job: PluginJob) -> str | None:
+        """pfcon's mode check of a plugin POST, or ``None`` when it passes."""
+        if self.innetwork and not job.output_dir:
+            return "output_dir: field is required"
+        return None
+
+    def plugin_data(self, job: PluginJob) -> dict[str, Any]:
+        """The ``data`` object of a plugin POST answer."""
+        return {}
+
+    def plugin_mounts(self, job: PluginJob) -> PluginMounts:
+        """The directories mounted at ``/share/incoming`` and ``/share/outgoing``."""
+        raise NotImplementedError
+
+    def prepare_copy(self, job: CopyJob) -> None:
+        """Synchronous part of a copy POST: create the key dir, as pfcon does."""
+        self.key_dir(job.jid).mkdir(parents=True, exist_ok=True)
+
+    def stage_in(self, job: CopyJob) -> int:
+        """Fill ``key-<jid>/incoming`` from the input dirs; returns pfcon's nfiles."""
+        raise NotImplementedError
+
+    def stage_out(self, job: UploadJob) -> int:
+        """Push the job's outputs to their final storage; returns the file count."""
+        raise NotImplementedError
+
+    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
+        """Relative paths of the job's output files, or ``None`` if there is no such dir."""
+        raise NotImplementedError
+
+    def has_job_data(self, jid: str) -> bool:
+        """Whether the job's key dir exists (a delete job has something to do)."""
+        return self.key_dir(jid).is_dir()
+
+    def remove_job_data(self, jid: str) -> None:
+        """Remove the job's key dir; never anything outside it."""
+        key_dir = self.key_dir(jid)
+        if key_dir.is_symlink():
+            key_dir.unlink()
+        elif key_dir.exists():
+            shutil.rmtree(key_dir)
+
+
+def local_timestamp() -> str:
+    """pfcon's ``data.timestamp`` format: local time ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return str(datetime.now())

@@ -1,0 +1,55 @@
+"""fslink storage: inputs are copied (links resolved) into the key dir, outputs go in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
+from prefect_pfcon.models import CopyJob, PluginJob
+from prefect_pfcon.tasks.chrislink import stage_inputs
+from prefect_pfcon.tasks.outputs import list_output_files
+
+
+class FSLinkStorage(StorageBlock):
+    """pfcon's ``fslink`` mode: a shared filesystem with ChRIS ``.chrislink`` files.
+
+    The copy step stages each input dir (following links) into ``key-<jid>/incoming``;
+    the plugin writes straight into ``output_dir``.
+    """
+
+    _block_type_name = "pfcon fslink storage"
+    _block_type_slug = "pfcon-fslink-storage"
+    _description = "ChRIS shared storage with .chrislink resolution (pfcon STORAGE_ENV=fslink)."
+
+    storage_env: ClassVar[str] = "fslink"
+    requires_copy_job: ClassVar[bool] = True
+
+    hardlink_inputs: bool = Field(
+        False,
+        description="Stage inputs as hard links instead of byte copies when on one filesystem.",
+    )
+
+    def incoming(self, jid: str) -> Path:
+        """``key-<jid>/incoming``."""
+        return self.key_dir(jid) / "incoming"
+
+    def plugin_mounts(self, job: PluginJob) -> PluginMounts:
+        return PluginMounts(self.incoming(job.jid), self.resolve(job.output_dir or ""))
+
+    def stage_in(self, job: CopyJob) -> int:
+        return stage_inputs(
+            self.root,
+            job.input_dirs,
+            job.output_dir,
+            self.incoming(job.jid),
+            hardlink=self.hardlink_inputs,
+        )
+
+    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
+        output_dir = self.resolve(job_output_path)
+        if not output_dir.is_dir():
+            return None
+        return list_output_files(output_dir, skip_chrislinks=True, delete_chrislinks=True)

@@ -1,0 +1,81 @@
+"""``prefect-pfcon`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PREFECT_PORT = 4200
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefect-pfcon", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser(
+        "up",
+        help="run the embedded default: local Prefect server, pfcon API and runner",
+        description="Run the Prefect server (unless PREFECT_API_URL is set), the pfcon API "
+        "and an in-process runner in the foreground. Flags override environment variables.",
+    )
+    up.add_argument("--host", help="API bind address (PFCON_HOST, default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API port (PFCON_PORT, default 30006)")
+    up.add_argument("--storebase", type=Path, dest="store_base",
+                    help="storeBase directory (STOREBASE_MOUNT, default /var/local/storeBase)")
+    up.add_argument("--storage", dest="storage_env", choices=["fslink", "filesystem"],
+                    help="storage mode (STORAGE_ENV, default fslink)")
+    up.add_argument("--compute", dest="container_env", choices=["docker"],
+                    help="compute backend (CONTAINER_ENV, default docker)")
+    up.add_argument("--user", help="API user (PFCON_USER, default pfcon)")
+    up.add_argument("--password", help="API password (PFCON_PASSWORD, default pfcon1234)")
+    up.add_argument("--secret-key", dest="secret_key",
+                    help="JWT secret (SECRET_KEY; default: generated once and kept in the state dir)")
+    up.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
+                    help="port of the local Prefect server when one is started (default 4200)")
+    return parser
+
+
+def _prepare_prefect_env(prefect_port: int) -> str | None:
+    """Point Prefect at the local server unless ``PREFECT_API_URL`` names one; its UI URL.
+
+    Must run before Prefect is imported: Prefect reads its settings at import.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{prefect_port}/api")
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
+    return f"http://127.0.0.1:{prefect_port}"
+
+
+def up(args: argparse.Namespace) -> None:
+    """Run the embedded default in the foreground."""
+    ui_url = _prepare_prefect_env(args.prefect_port)
+    from prefect_pfcon.deployments.embedded import serve
+    from prefect_pfcon.deployments.server import LocalPrefectServer
+    from prefect_pfcon.settings import PfconSettings
+
+    overrides: dict[str, Any] = {
+        key: value
+        for key in ("host", "port", "store_base", "storage_env", "container_env",
+                    "user", "password", "secret_key")
+        if (value := getattr(args, key)) is not None
+    }
+    settings = PfconSettings(**overrides)
+    server = None
+    if ui_url is not None:
+        server = LocalPrefectServer(args.prefect_port, settings.state_dir / "prefect-server.log")
+    shown_ui = ui_url or os.environ["PREFECT_API_URL"].removesuffix("/api")
+    try:
+        asyncio.run(serve(settings, server, shown_ui))
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``prefect-pfcon`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        up(args)

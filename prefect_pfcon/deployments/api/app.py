@@ -1,0 +1,215 @@
+"""The pfcon-format HTTP API (the "webhook"): pfcon's routes, answers and errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx
+from anyio import to_thread
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prefect.client.orchestration import get_client
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from prefect_pfcon.blocks import load_compute, load_storage
+from prefect_pfcon.deployments.api.auth import Authenticator
+from prefect_pfcon.deployments.api.forms import (
+    COPY_FIELDS,
+    DELETE_FIELDS,
+    PLUGIN_FIELDS,
+    UPLOAD_FIELDS,
+    FormErrors,
+    FormField,
+    parse_form,
+)
+from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
+from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.models import JobStep
+from prefect_pfcon.settings import PfconSettings
+
+API = "/api/v1"
+JSON_ONLY = (
+    "Did not attempt to load JSON data because the request Content-Type was not "
+    "'application/json'."
+)
+MISSING_JSON = "Missing required parameter in the JSON body or the post body or the query string"
+NOT_FOUND_PAGE = (
+    "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
+    f"<p>{NOT_FOUND_TEXT}</p>\n"
+)
+MAX_FORM_FIELDS = 1000
+MAX_FORM_PART_BYTES = 1024 * 1024
+
+STEP_FIELDS: dict[JobStep, list[FormField]] = {
+    JobStep.COPY: COPY_FIELDS,
+    JobStep.PLUGIN: PLUGIN_FIELDS,
+    JobStep.UPLOAD: UPLOAD_FIELDS,
+    JobStep.DELETE: DELETE_FIELDS,
+}
+
+
+def server_version() -> str:
+    """The installed package's version, as pfcon reports its own."""
+    try:
+        return version("prefect-pfcon")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def answer(result: Answer) -> JSONResponse:
+    """An ``Answer`` as a JSON response."""
+    return JSONResponse(result.body, status_code=result.status_code)
+
+
+def create_app(settings: PfconSettings, on_new_run: Callable[[], None] = lambda: None) -> FastAPI:
+    """The API app; it connects to Prefect and loads its blocks when it starts."""
+    auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with get_client() as client:
+            storage = await to_thread.run_sync(load_storage, settings.storage_block)
+            compute = await to_thread.run_sync(load_compute, settings.compute_block)
+            app.state.jobs = JobService(
+                storage,
+                compute,
+                JobRuns(client),
+                {"storage": settings.storage_block, "compute": settings.compute_block},
+                on_new_run,
+            )
+            yield
+
+    app = FastAPI(title="prefect-pfcon", version=server_version(), lifespan=lifespan)
+    app.router.redirect_slashes = False
+    _add_error_handlers(app)
+    _add_public_routes(app, auth)
+    for step in JobStep:
+        _add_step_routes(app, step, auth)
+    _add_file_route(app, auth)
+    return app
+
+
+def _jobs(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
+def _add_public_routes(app: FastAPI, auth: Authenticator) -> None:
+    @app.get(f"{API}/health/")
+    async def health() -> dict[str, str]:
+        """Liveness: ``{"health": "OK"}``."""
+        return {"health": "OK"}
+
+    @app.post(f"{API}/auth-token/")
+    async def auth_token(request: Request) -> JSONResponse:
+        """Exchange the pfcon user's JSON credentials for a JWT."""
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return answer(error(415, JSON_ONLY))
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            return answer(error(400, f"Failed to decode JSON object: {exc}"))
+        body = body if isinstance(body, dict) else {}
+        missing = {key: MISSING_JSON for key in ("pfcon_user", "pfcon_password") if key not in body}
+        if missing:
+            return answer(error(400, missing))
+        if not auth.credentials_match(str(body["pfcon_user"]), str(body["pfcon_password"])):
+            return answer(error(400, "Unable to log in with provided credentials."))
+        return JSONResponse({"token": auth.issue_token()})
+
+
+def _add_step_routes(app: FastAPI, step: JobStep, auth: Authenticator) -> None:
+    base = f"{API}/{step.url_segment}/"
+    submit = {
+        JobStep.COPY: JobService.submit_copy,
+        JobStep.PLUGIN: JobService.submit_plugin,
+        JobStep.UPLOAD: JobService.submit_upload,
+        JobStep.DELETE: JobService.submit_delete,
+    }[step]
+
+    @app.get(base, dependencies=[Depends(auth)], name=f"{step.value}-server-info")
+    async def server_info(request: Request) -> dict[str, Any]:
+        """Server info (identical on the four collections)."""
+        jobs = _jobs(request)
+        return {
+            "server_version": server_version(),
+            **jobs.storage.server_info(),
+            **jobs.compute.server_info(),
+        }
+
+    @app.post(base, dependencies=[Depends(auth)], name=f"{step.value}-submit")
+    async def submit_job(request: Request) -> JSONResponse:
+        """Schedule the step as a Prefect flow run (form-encoded, as pfcon)."""
+        form = await request.form(max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART_BYTES)
+        values = parse_form(form, STEP_FIELDS[step])
+        return answer(await submit(_jobs(request), values))
+
+    @app.get(base + "{jid}/", dependencies=[Depends(auth)], name=f"{step.value}-status")
+    async def job_status(request: Request, jid: str) -> JSONResponse:
+        """The job's status and log tail."""
+        compute = await _jobs(request).status(step, jid)
+        if compute is None:
+            return answer(error(404, f"No {step.label} job found with jid {jid!r}"))
+        return JSONResponse({"compute": compute})
+
+    @app.delete(base + "{jid}/", dependencies=[Depends(auth)], name=f"{step.value}-remove")
+    async def remove_job(request: Request, jid: str) -> Response:
+        """Stop and forget the job; data is never touched. Always 204."""
+        await _jobs(request).remove(step, jid)
+        return Response(status_code=204)
+
+
+def _add_file_route(app: FastAPI, auth: Authenticator) -> None:
+    @app.get(f"{API}/pluginjobs/{{jid}}/file/", dependencies=[Depends(auth)])
+    async def job_files(request: Request, jid: str) -> JSONResponse:
+        """The plugin's output file list (in-network storage)."""
+        job_output_path = request.query_params.get("job_output_path")
+        if job_output_path is None:
+            return answer(error(400, "job_output_path: query parameter is required"))
+        result = await _jobs(request).output_listing(jid, job_output_path)
+        response = answer(result)
+        if result.status_code == 200:
+            response.headers["Content-Disposition"] = f"attachment; filename={jid}.json"
+        return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _slash_redirect(request) or HTMLResponse(NOT_FOUND_PAGE, status_code=404)
+        if exc.status_code == 405:
+            return answer(error(405, "The method is not allowed for the requested URL."))
+        return answer(error(exc.status_code, exc.detail))
+
+    @app.exception_handler(FormErrors)
+    async def form_error(request: Request, exc: FormErrors) -> Response:
+        return answer(error(400, exc.errors))
+
+    @app.exception_handler(httpx.HTTPError)
+    async def prefect_unavailable(request: Request, exc: httpx.HTTPError) -> Response:
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+            return answer(error(500, "Internal Server Error"))
+        return answer(error(503, "The Prefect server is unavailable; try again shortly."))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        return answer(error(500, "Internal Server Error"))
+
+
+def _slash_redirect(request: Request) -> Response | None:
+    """pfcon's 308 from ``/x`` to ``/x/`` when only the latter is a route."""
+    path = request.url.path
+    if path.endswith("/"):
+        return None
+    scope = {**request.scope, "path": path + "/"}
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return RedirectResponse(str(request.url.replace(path=path + "/")), status_code=308)
+    return None
+

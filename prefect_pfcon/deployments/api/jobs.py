@@ -1,0 +1,259 @@
+"""What each pfcon job endpoint does, apart from HTTP: guards, idempotency, flow runs."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+from prefect.client.schemas.objects import FlowRun
+
+from prefect_pfcon.blocks.compute import ComputeBlock
+from prefect_pfcon.blocks.compute.base import JID_LABEL, ZERO_TIME
+from prefect_pfcon.blocks.storage import StorageBlock
+from prefect_pfcon.deployments.api.status import (
+    compute_object,
+    plugin_identity,
+    plugin_status,
+    run_status,
+    skipped,
+    step_identity,
+)
+from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
+from prefect_pfcon.tasks.command import build_plugin_command
+from prefect_pfcon.tasks.paths import UnsafePathError
+
+ENV_ERROR = 'env: must be a list of "key=value" strings'
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: status code and JSON body."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def error(status_code: int, message: Any) -> Answer:
+    """pfcon's error body ``{"message": ...}``."""
+    return Answer(status_code, {"message": message})
+
+
+class JobService:
+    """The four job collections over Prefect flow runs, a storage and a compute block."""
+
+    def __init__(
+        self,
+        storage: StorageBlock,
+        compute: ComputeBlock,
+        runs: JobRuns,
+        block_names: dict[str, str],
+        on_new_run: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.storage = storage
+        self.compute = compute
+        self.runs = runs
+        self._block_names = block_names
+        self._on_new_run = on_new_run
+
+    # ----- reading -------------------------------------------------------------------
+
+    async def status(self, step: JobStep, jid: str) -> dict[str, str] | None:
+        """The ``compute`` object of the current job, or ``None`` if there is none."""
+        run = await self.runs.current(step, jid)
+        return None if run is None else await self._describe(step, jid, run)
+
+    async def _describe(self, step: JobStep, jid: str, run: FlowRun) -> dict[str, str]:
+        if step is JobStep.PLUGIN:
+            container = await to_thread.run_sync(self.compute.state, jid)
+            status, message, timestamp = plugin_status(run, container)
+            image, cmd = plugin_identity(run)
+            if container is not None and container.flow_run_id == str(run.id):
+                logs = await to_thread.run_sync(self.compute.logs, jid)
+                return compute_object(jid, image, cmd, status, message, timestamp, logs)
+        else:
+            status, message, timestamp = run_status(run)
+            image, cmd = step_identity(step)
+        logs = "" if status is JobStatus.NOT_STARTED else await self.runs.log_tail(
+            run, self.compute.logs_tail
+        )
+        return compute_object(jid, image, cmd, status, message, timestamp, logs)
+
+    async def _current_unless_replaceable(
+        self, step: JobStep, jid: str
+    ) -> tuple[FlowRun | None, dict[str, str] | None]:
+        """``(run, None)`` when a new run may replace ``run``; ``(run, answer)`` to repeat it."""
+        run = await self.runs.current(step, jid)
+        if run is None:
+            return None, None
+        current = await self._describe(step, jid, run)
+        if JobStatus(current["status"]).may_be_replaced:
+            return run, None
+        return run, current
+
+    async def _schedule(
+        self, step: JobStep, job: Any, replaces: FlowRun | None, image: str, cmd: str
+    ) -> dict[str, str]:
+        parameters = {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
+        await self.runs.create(step, job.jid, parameters, replaces)
+        self._on_new_run()
+        return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
+
+    def _block_names_for(self, step: JobStep) -> dict[str, str]:
+        names = {"storage_block": self._block_names["storage"]}
+        if step is JobStep.PLUGIN:
+            names["compute_block"] = self._block_names["compute"]
+        return names
+
+    def _path_error(self, field: str, *paths: str) -> Answer | None:
+        for path in paths:
+            try:
+                self.storage.resolve(path)
+            except UnsafePathError as exc:
+                return error(400, f"{field}: {exc}")
+        return None
+
+    # ----- plugin ----------------------------------------------------------------------
+
+    async def submit_plugin(self, values: dict[str, Any]) -> Answer:
+        """POST pluginjobs/."""
+        job = PluginJob(**values)
+        mode_error = self.storage.plugin_post_error(job)
+        if mode_error:
+            return error(400, mode_error)
+        if any("=" not in entry for entry in job.env):
+            return error(400, ENV_ERROR)
+        compute_error = self.compute.plugin_post_error(job)
+        if compute_error:
+            return error(400, compute_error)
+        path_error = self._path_error("input_dirs", *job.input_dirs) or self._path_error(
+            "output_dir", *([job.output_dir] if job.output_dir else [])
+        )
+        if path_error:
+            return path_error
+        replaces, existing = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
+        if existing is not None:
+            return Answer(201, {"data": {}, "compute": existing})
+        guard = await self._copy_guard(job.jid)
+        if guard is not None:
+            return guard
+        data = await to_thread.run_sync(self.storage.plugin_data, job)
+        cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
+        compute = await self._schedule(JobStep.PLUGIN, job, replaces, job.image, cmd)
+        return Answer(201, {"data": data, "compute": compute})
+
+    async def _copy_guard(self, jid: str) -> Answer | None:
+        if not (self.storage.innetwork and self.storage.requires_copy_job):
+            return None
+        copy = await self.status(JobStep.COPY, jid)
+        if copy is None:
+            return error(
+                409,
+                "No copy job found. A copy job must complete successfully before "
+                "scheduling a plugin job.",
+            )
+        if copy["status"] != JobStatus.FINISHED_SUCCESSFULLY.value:
+            return error(
+                409,
+                f"Copy job has not completed successfully (status: {copy['status']}). "
+                "Run the copy job first.",
+            )
+        return None
+
+    # ----- copy, upload, delete ----------------------------------------------------------
+
+    async def submit_copy(self, values: dict[str, Any]) -> Answer:
+        """POST copyjobs/."""
+        job = CopyJob(**values)
+        if not (self.storage.innetwork and self.storage.requires_copy_job):
+            return Answer(201, {"compute": skipped(job.jid, "copy")})
+        path_error = self._path_error("input_dirs", *job.input_dirs) or self._path_error(
+            "output_dir", job.output_dir
+        )
+        if path_error:
+            return path_error
+        return await self._submit_step(
+            JobStep.COPY, job, lambda: to_thread.run_sync(self.storage.prepare_copy, job)
+        )
+
+    async def submit_upload(self, values: dict[str, Any]) -> Answer:
+        """POST uploadjobs/."""
+        job = UploadJob(**values)
+        if not (self.storage.innetwork and self.storage.requires_upload_job):
+            return Answer(201, {"compute": skipped(job.jid, "upload")})
+        path_error = self._path_error("job_output_path", job.job_output_path)
+        if path_error:
+            return path_error
+        plugin = await self.status(JobStep.PLUGIN, job.jid)
+        if plugin is None:
+            return error(
+                409, "No plugin job found. A plugin job must complete before scheduling an upload job."
+            )
+        if JobStatus(plugin["status"]).is_active:
+            return error(
+                409,
+                f"Plugin job has not completed yet (status: {plugin['status']}). "
+                "The plugin job must finish before uploading.",
+            )
+        return await self._submit_step(JobStep.UPLOAD, job)
+
+    async def submit_delete(self, values: dict[str, Any]) -> Answer:
+        """POST deletejobs/."""
+        job = DeleteJob(**values)
+        if not await to_thread.run_sync(self.storage.has_job_data, job.jid):
+            return Answer(201, {"compute": skipped(job.jid, "delete")})
+        for step in (JobStep.COPY, JobStep.PLUGIN, JobStep.UPLOAD):
+            sibling = await self.status(step, job.jid)
+            if sibling is not None and JobStatus(sibling["status"]).is_active:
+                return error(
+                    409,
+                    f"The {step.label} job is still active (status: {sibling['status']}). "
+                    "All jobs must finish before scheduling a delete job.",
+                )
+        return await self._submit_step(JobStep.DELETE, job)
+
+    async def _submit_step(self, step: JobStep, job: Any, prepare: Callable[[], Any] | None = None) -> Answer:
+        replaces, existing = await self._current_unless_replaceable(step, job.jid)
+        if existing is not None:
+            return Answer(201, {"compute": existing})
+        if prepare is not None:
+            await prepare()
+        image, cmd = step_identity(step)
+        return Answer(201, {"compute": await self._schedule(step, job, replaces, image, cmd)})
+
+    # ----- removal and outputs -----------------------------------------------------------
+
+    async def remove(self, step: JobStep, jid: str) -> None:
+        """DELETE <jid>/: stop and forget the job (REMOVE_JOBS permitting); data stays."""
+        if not self.compute.remove_jobs:
+            return
+        run = await self.runs.current(step, jid)
+        if run is not None:
+            await self.runs.remove(run)
+        if step is JobStep.PLUGIN:
+            await to_thread.run_sync(self._remove_own_container, jid)
+
+    def _remove_own_container(self, name: str) -> None:
+        state = self.compute.state(name)
+        if state is not None and state.labels.get(JID_LABEL) == name:
+            self.compute.remove(name)
+
+    async def output_listing(self, jid: str, job_output_path: str) -> Answer:
+        """GET pluginjobs/<jid>/file/ in-network: the output file list."""
+        path = job_output_path.strip("/")
+        try:
+            files = await to_thread.run_sync(self.storage.list_outputs, jid, path)
+        except UnsafePathError as exc:
+            return error(400, f"job_output_path: {exc}")
+        if files is None:
+            return error(404, NOT_FOUND_TEXT)
+        return Answer(200, {"job_output_path": path, "rel_file_paths": files})
+
+
+NOT_FOUND_TEXT = (
+    "The requested URL was not found on the server. If you entered the URL manually "
+    "please check your spelling and try again."
+)

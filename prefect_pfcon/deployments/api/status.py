@@ -1,0 +1,83 @@
+"""pfcon's ``compute`` object, derived from a flow run's state and its container's."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime
+from prefect.client.schemas.objects import FlowRun, StateType
+
+from prefect_pfcon.blocks.compute.base import ZERO_TIME, ContainerState
+from prefect_pfcon.flows import STEP_FLOWS
+from prefect_pfcon.models import JobStatus, JobStep, PluginJob
+from prefect_pfcon.tasks.command import build_plugin_command
+
+_WAITING = {StateType.SCHEDULED, StateType.PENDING}
+_ACTIVE = {StateType.RUNNING, StateType.PAUSED}
+_FAILED = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
+
+
+def rfc3339(moment: datetime | None) -> str:
+    """A timestamp in the container engine's format, or the zero time."""
+    if moment is None:
+        return ZERO_TIME
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def compute_object(
+    jid: str, image: str, cmd: str, status: JobStatus, message: str, timestamp: str, logs: str
+) -> dict[str, str]:
+    """The ``compute`` object with exactly pfcon's keys."""
+    return {
+        "jid": jid,
+        "image": image,
+        "cmd": cmd,
+        "status": status.value,
+        "message": message,
+        "timestamp": timestamp,
+        "logs": logs,
+    }
+
+
+def skipped(jid: str, what: str) -> dict[str, str]:
+    """A no-op answer (``copySkipped``, ``uploadSkipped``, ``deleteSkipped``)."""
+    return compute_object(jid, "", "", JobStatus.FINISHED_SUCCESSFULLY, f"{what}Skipped", "", "")
+
+
+def run_status(run: FlowRun) -> tuple[JobStatus, str, str]:
+    """``(status, message, timestamp)`` of a flow run on its own."""
+    state = run.state
+    state_type = state.type if state else None
+    if state_type in _WAITING:
+        return JobStatus.NOT_STARTED, "created", ZERO_TIME
+    if state_type in _ACTIVE:
+        return JobStatus.STARTED, "running", rfc3339(run.start_time)
+    if state_type is StateType.COMPLETED:
+        return JobStatus.FINISHED_SUCCESSFULLY, "exited", rfc3339(run.end_time)
+    if state_type in _FAILED and state is not None:
+        return JobStatus.FINISHED_WITH_ERROR, state.message or state.name, rfc3339(run.end_time)
+    return JobStatus.UNDEFINED, state.name if state else "unknown", ZERO_TIME
+
+
+def plugin_status(run: FlowRun, container: ContainerState | None) -> tuple[JobStatus, str, str]:
+    """A plugin run's status: its container's while it has one, else the run's own.
+
+    A container counts only if this run created it (an earlier attempt's may linger).
+    """
+    if container is not None and container.flow_run_id == str(run.id):
+        return container.status, container.message, container.timestamp
+    status, message, timestamp = run_status(run)
+    if status is JobStatus.STARTED:
+        return JobStatus.NOT_STARTED, "created", ZERO_TIME
+    return status, message, timestamp
+
+
+def plugin_identity(run: FlowRun) -> tuple[str, str]:
+    """``(image, cmd)`` of a plugin run, from its parameters."""
+    job = PluginJob.model_validate(run.parameters["job"])
+    command = build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type)
+    return job.image, shlex.join(command)
+
+
+def step_identity(step: JobStep) -> tuple[str, str]:
+    """``(image, cmd)`` of a step without a container: no image, the flow's name."""
+    return "", STEP_FLOWS[step].name

@@ -1,0 +1,65 @@
+"""The embedded default: Prefect server, pfcon API and runner in one foreground command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import uvicorn
+from prefect.client.orchestration import get_client
+
+from prefect_pfcon.deployments.api.app import API, create_app
+from prefect_pfcon.deployments.registry import apply_step_deployments, save_blocks
+from prefect_pfcon.deployments.runner import EmbeddedRunner
+from prefect_pfcon.deployments.server import LocalPrefectServer
+from prefect_pfcon.settings import PfconSettings
+
+logger = logging.getLogger("prefect_pfcon")
+
+
+async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_url: str) -> None:
+    """Run everything until interrupted; print a line with ``ready`` once the API answers."""
+    try:
+        if server is not None:
+            server.start()
+            await server.wait_ready()
+        await save_blocks(settings)
+        flows = await apply_step_deployments()
+        async with get_client() as client:
+            runner = EmbeddedRunner(
+                client, flows, settings.runner_concurrency, settings.runner_poll_seconds
+            )
+            recovered = await runner.recover_interrupted()
+            if recovered:
+                logger.warning("Rescheduled %d runs interrupted by a previous stop", recovered)
+            app = create_app(settings, on_new_run=runner.wake)
+            api = uvicorn.Server(
+                uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+            )
+            background = [
+                asyncio.create_task(runner.run()),
+                asyncio.create_task(_announce_ready(settings, ui_url)),
+            ]
+            try:
+                await api.serve()
+            finally:
+                for task in background:
+                    task.cancel()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+async def _announce_ready(settings: PfconSettings, ui_url: str) -> None:
+    url = f"http://{settings.host}:{settings.port}{API}/"
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url + "health/", timeout=2)).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    print(f"prefect-pfcon ready: pfcon API {url} (storage {settings.storage_env}, "
+          f"compute {settings.container_env}); Prefect UI {ui_url}", flush=True)

@@ -1,0 +1,54 @@
+"""Registering what the service needs in Prefect: its blocks and the step deployments."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect import Flow
+
+from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS, ComputeBlock, StorageBlock
+from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
+from prefect_pfcon.flows import STEP_FLOWS
+from prefect_pfcon.settings import PfconSettings, parse_key_values
+
+
+def storage_from_settings(settings: PfconSettings) -> StorageBlock:
+    """The storage block the settings describe (``STORAGE_ENV``, ``STOREBASE_MOUNT`` ...)."""
+    return STORAGE_BLOCKS[settings.storage_env](
+        store_base=str(settings.store_base),
+        host_store_base=str(settings.host_store_base) if settings.host_store_base else None,
+    )
+
+
+def compute_from_settings(settings: PfconSettings) -> ComputeBlock:
+    """The compute block the settings describe (``CONTAINER_ENV``, ``JOB_LABELS`` ...)."""
+    return COMPUTE_BLOCKS[settings.container_env](
+        container_user=settings.container_user,
+        enable_home_workaround=settings.enable_home_workaround,
+        shm_size=settings.shm_size,
+        job_labels=parse_key_values(settings.job_labels),
+        logs_tail=settings.job_logs_tail,
+        ignore_limits=settings.ignore_limits,
+        remove_jobs=settings.remove_jobs,
+        network_mode=settings.network_mode,
+    )
+
+
+async def save_blocks(settings: PfconSettings) -> None:
+    """Save the storage and compute blocks the settings describe under their names."""
+    settings.store_base.mkdir(parents=True, exist_ok=True)
+    await storage_from_settings(settings).asave(settings.storage_block, overwrite=True)
+    await compute_from_settings(settings).asave(settings.compute_block, overwrite=True)
+
+
+async def apply_step_deployments() -> dict[UUID, Flow]:
+    """Create or update the four step deployments; their ids with the flow each runs."""
+    flows: dict[UUID, Flow] = {}
+    for step, flow in STEP_FLOWS.items():
+        deployment = await flow.to_deployment(
+            name=DEPLOYMENT_NAME,
+            tags=["pfcon", f"step:{step.value}"],
+            description=flow.description,
+        )
+        flows[await deployment.apply()] = flow
+    return flows

@@ -1,0 +1,127 @@
+"""The embedded runner: claims scheduled runs of our deployments and runs them in-process.
+
+A process worker starts a new Python per flow run (seconds each); this runner executes each
+claimed run with Prefect's flow engine on a thread, many at once, so a job step starts within
+milliseconds of its creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from uuid import UUID
+
+from prefect import Flow
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.flow_engine import run_flow_sync
+from prefect.states import Pending, Scheduled
+
+logger = logging.getLogger("prefect_pfcon.runner")
+
+
+class EmbeddedRunner:
+    """Polls for scheduled runs of the given deployments and executes them on threads."""
+
+    def __init__(
+        self,
+        client: PrefectClient,
+        flows: dict[UUID, Flow],
+        concurrency: int = 16,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._flows = flows
+        self._slots = asyncio.Semaphore(concurrency)
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="pfcon-run")
+        self._running: set[asyncio.Future[None]] = set()
+
+    def wake(self) -> None:
+        """Look for new runs now (called by the API right after it creates one)."""
+        self._wake.set()
+
+    async def recover_interrupted(self) -> int:
+        """Reschedule runs a previous runner left pending or running; call before ``run``.
+
+        Only for a single runner per deployment set (the embedded default): re-running a
+        plugin run re-attaches to its container instead of starting another.
+        """
+        stranded = await self._client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+                )
+            ),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(self._flows))),
+        )
+        for run in stranded:
+            await self._client.set_flow_run_state(
+                run.id, Scheduled(message="Rescheduled after a runner restart"), force=True
+            )
+        return len(stranded)
+
+    async def run(self) -> None:
+        """Claim and execute runs until cancelled."""
+        try:
+            while True:
+                await self._claim_due_runs()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _claim_due_runs(self) -> None:
+        try:
+            runs = await self._client.get_scheduled_flow_runs_for_deployments(
+                list(self._flows), scheduled_before=datetime.now(timezone.utc)
+            )
+        except Exception:
+            logger.exception("Could not poll the Prefect server for scheduled runs")
+            return
+        for run in runs:
+            await self._slots.acquire()
+            if await self._claim(run):
+                self._start(run)
+            else:
+                self._slots.release()
+
+    async def _claim(self, run: FlowRun) -> bool:
+        try:
+            result = await self._client.set_flow_run_state(run.id, Pending())
+        except Exception:
+            logger.exception("Could not claim flow run %s", run.id)
+            return False
+        return result.status is SetStateStatus.ACCEPT
+
+    def _start(self, run: FlowRun) -> None:
+        flow = self._flows[run.deployment_id]
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._execute, flow, run)
+        self._running.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: asyncio.Future[None]) -> None:
+        self._running.discard(future)
+        self._slots.release()
+
+    @staticmethod
+    def _execute(flow: Flow, run: FlowRun) -> None:
+        try:
+            run_flow_sync(flow, flow_run=run, parameters=run.parameters, return_type="state")
+        except Exception:
+            logger.exception("Flow run %s (%s) ended abnormally", run.name, run.id)

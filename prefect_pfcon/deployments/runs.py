@@ -1,0 +1,104 @@
+"""Job steps as Prefect flow runs: find the current run of a (jid, step), create, remove.
+
+There is no job table besides Prefect's: the current job of a (jid, step) is the newest flow
+run of the step's deployment named ``<step>-<jid>``, unless a client DELETE marked it removed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.states import Cancelled
+
+from prefect_pfcon.flows import STEP_FLOWS
+from prefect_pfcon.flows.naming import run_name_for
+from prefect_pfcon.models import JobStep
+
+DEPLOYMENT_NAME = "pfcon"
+REMOVED_TAG = "pfcon:removed"
+MAX_LOG_PAGE = 200  # the Prefect API's page size limit
+
+
+def deployment_path(step: JobStep) -> str:
+    """``<flow name>/<deployment name>`` of a step's deployment."""
+    return f"{STEP_FLOWS[step].name}/{DEPLOYMENT_NAME}"
+
+
+def run_tags(step: JobStep, jid: str) -> list[str]:
+    """Tags every run of a job step carries, for filtering in the Prefect UI."""
+    return [f"jid:{jid}", f"step:{step.value}", "pfcon"]
+
+
+class JobRuns:
+    """Flow runs of the four step deployments, looked up by (jid, step)."""
+
+    def __init__(self, client: PrefectClient) -> None:
+        self._client = client
+        self._deployment_ids: dict[JobStep, UUID] = {}
+
+    async def deployment_id(self, step: JobStep) -> UUID:
+        """The step's deployment id (looked up once by name)."""
+        if step not in self._deployment_ids:
+            deployment = await self._client.read_deployment_by_name(deployment_path(step))
+            self._deployment_ids[step] = deployment.id
+        return self._deployment_ids[step]
+
+    async def current(self, step: JobStep, jid: str) -> FlowRun | None:
+        """The newest run of (jid, step), or ``None`` if there is none or it was removed."""
+        runs = await self._client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name_for(step, jid)])),
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[await self.deployment_id(step)])
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=1,
+        )
+        if not runs or REMOVED_TAG in runs[0].tags:
+            return None
+        return runs[0]
+
+    async def create(
+        self, step: JobStep, jid: str, parameters: dict[str, Any], replaces: FlowRun | None
+    ) -> FlowRun:
+        """Create the step's run; concurrent creations replacing the same run yield one run."""
+        previous = replaces.id if replaces else "none"
+        return await self._client.create_flow_run_from_deployment(
+            await self.deployment_id(step),
+            parameters=parameters,
+            name=run_name_for(step, jid),
+            tags=run_tags(step, jid),
+            idempotency_key=f"pfcon:{step.value}:{jid}:after:{previous}",
+        )
+
+    async def remove(self, run: FlowRun) -> None:
+        """Cancel the run if it is not finished, and hide it from job lookups."""
+        if run.state is not None and not run.state.is_final():
+            await self._client.set_flow_run_state(
+                run.id, Cancelled(message="Removed by a client DELETE"), force=True
+            )
+        await self._client.update_flow_run(run.id, tags=[*run.tags, REMOVED_TAG])
+
+    async def log_tail(self, run: FlowRun, lines: int) -> str:
+        """The run's last ``lines`` Prefect log lines, oldest first."""
+        logs = await self._client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+            sort=LogSort.TIMESTAMP_DESC,
+            limit=min(lines, MAX_LOG_PAGE),
+        )
+        return "".join(
+            f"[{log.timestamp.isoformat()}] [{logging.getLevelName(log.level)}] {log.message}\n"
+            for log in reversed(logs)
+        )

@@ -1,0 +1,66 @@
+"""A local Prefect server (SQLite), run as a child process of the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+
+class LocalPrefectServer:
+    """``prefect server start`` on loopback, started and stopped by us."""
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The server's API URL (what ``PREFECT_API_URL`` should be)."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the server process, logging to ``log_path``."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "prefect", "server", "start",
+                   "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+            )
+
+    async def wait_ready(self, timeout: float = 180.0) -> None:
+        """Wait until the server answers its health check."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with httpx.AsyncClient() as client:
+            while asyncio.get_running_loop().time() < deadline:
+                if self._process is not None and self._process.poll() is not None:
+                    raise RuntimeError(f"Prefect server exited; see {self.log_path}")
+                try:
+                    if (await client.get(f"{self.api_url}/health", timeout=2)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise TimeoutError(f"Prefect server not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """Stop the server process we started."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

@@ -1,0 +1,17 @@
+"""The delete step: remove a job's key dir."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from prefect_pfcon.blocks import load_storage
+from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
+from prefect_pfcon.flows.naming import run_name
+from prefect_pfcon.models import DeleteJob, JobStep
+from prefect_pfcon.tasks.staging import remove_job_data
+
+
+@flow(name="pfcon-delete", flow_run_name=run_name(JobStep.DELETE))
+def delete_flow(job: DeleteJob, storage_block: str = DEFAULT_STORAGE_BLOCK) -> None:
+    """Remove ``key-<jid>`` with everything in it; outputs outside it stay."""
+    remove_job_data(load_storage(storage_block), job.jid)

@@ -1,0 +1,60 @@
+"""The plugin step: run a ChRIS plugin container and stream its logs."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from prefect_pfcon.blocks import load_compute, load_storage
+from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
+from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
+from prefect_pfcon.blocks.storage import StorageBlock
+from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
+from prefect_pfcon.flows.naming import run_name
+from prefect_pfcon.models import JobStep, PluginJob
+from prefect_pfcon.tasks.command import build_plugin_command
+from prefect_pfcon.tasks.containers import launch_container, watch_container
+
+DEFAULT_COMPUTE_BLOCK = "pfcon-compute"
+OOM_EXIT_CODE = 137
+
+
+class PluginFailed(RuntimeError):
+    """The plugin container exited with a non-zero code."""
+
+
+def container_job(job: PluginJob, storage: StorageBlock, compute: ComputeBlock, run_id: str) -> ContainerJob:
+    """The container a plugin job needs, with mounts in the engine's view of the storeBase."""
+    mounts = storage.plugin_mounts(job)
+    mounts.outgoing.mkdir(parents=True, exist_ok=True)
+    return ContainerJob(
+        name=JobStep.PLUGIN.container_name(job.jid),
+        image=job.image,
+        command=build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type),
+        env=compute.plugin_env(job.env),
+        cpu_limit=job.cpu_limit,
+        memory_limit=job.memory_limit,
+        gpu_limit=job.gpu_limit,
+        number_of_workers=job.number_of_workers,
+        incoming=storage.to_host_path(mounts.incoming),
+        outgoing=storage.to_host_path(mounts.outgoing),
+        labels={JOB_TYPE_LABEL: "plugin", JID_LABEL: job.jid, FLOW_RUN_LABEL: run_id},
+    )
+
+
+@flow(name="pfcon-plugin", flow_run_name=run_name(JobStep.PLUGIN))
+def plugin_flow(
+    job: PluginJob,
+    storage_block: str = DEFAULT_STORAGE_BLOCK,
+    compute_block: str = DEFAULT_COMPUTE_BLOCK,
+) -> int:
+    """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted."""
+    compute = load_compute(compute_block)
+    spec = container_job(job, load_storage(storage_block), compute, str(flow_run.id))
+    launch_container(compute, spec, str(flow_run.id))
+    exit_code = watch_container(compute, spec.name)
+    if exit_code == OOM_EXIT_CODE:
+        raise PluginFailed(f"Plugin killed (exit code 137): over its memory limit of {job.memory_limit} MiB?")
+    if exit_code != 0:
+        raise PluginFailed(f"Plugin exited with code {exit_code}")
+    return exit_code

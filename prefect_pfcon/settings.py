@@ -1,0 +1,72 @@
+"""Service configuration, read from the environment with pfcon's variable names."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StorageEnv = Literal["fslink", "filesystem"]
+ContainerEnv = Literal["docker"]
+
+
+def parse_key_values(text: str) -> dict[str, str]:
+    """Parse pfcon's ``k=v,k2=v2`` format (used by ``JOB_LABELS``)."""
+    pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+class PfconSettings(BaseSettings):
+    """Settings of the pfcon-format API and of the blocks it creates on ``up``."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", validation_alias="PFCON_HOST")
+    port: int = Field(30006, validation_alias="PFCON_PORT")
+    user: str = Field("pfcon", validation_alias="PFCON_USER")
+    password: str = Field("pfcon1234", validation_alias="PFCON_PASSWORD")
+    secret_key: str = Field("", validation_alias="SECRET_KEY")
+    state_dir: Path = Field(
+        Path.home() / ".prefect-pfcon", validation_alias="PFCON_STATE_DIR"
+    )
+
+    storage_env: StorageEnv = Field("fslink", validation_alias="STORAGE_ENV")
+    container_env: ContainerEnv = Field("docker", validation_alias="CONTAINER_ENV")
+    store_base: Path = Field(
+        Path("/var/local/storeBase"),
+        validation_alias=AliasChoices("STOREBASE_MOUNT", "PFCON_STOREBASE"),
+    )
+    host_store_base: Path | None = Field(None, validation_alias="STOREBASE")
+    storage_block: str = Field("pfcon-storage", validation_alias="PFCON_STORAGE_BLOCK")
+    compute_block: str = Field("pfcon-compute", validation_alias="PFCON_COMPUTE_BLOCK")
+
+    container_user: str | None = Field(None, validation_alias="CONTAINER_USER")
+    enable_home_workaround: bool = Field(False, validation_alias="ENABLE_HOME_WORKAROUND")
+    shm_size: int | None = Field(None, validation_alias="SHM_SIZE")
+    job_labels: str = Field("", validation_alias="JOB_LABELS")
+    job_logs_tail: int = Field(1000, validation_alias="JOB_LOGS_TAIL")
+    ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
+    remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
+    network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
+
+    runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
+    runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
+
+    @field_validator("container_env", mode="before")
+    @classmethod
+    def _podman_is_docker(cls, value: str) -> str:
+        return "docker" if value == "podman" else value
+
+    def resolved_secret_key(self) -> str:
+        """``SECRET_KEY``, or a random key kept in the state dir so tokens survive restarts."""
+        if self.secret_key:
+            return self.secret_key
+        key_file = self.state_dir / "secret_key"
+        if not key_file.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_urlsafe(48))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()

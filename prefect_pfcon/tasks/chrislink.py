@@ -1,0 +1,195 @@
+"""Staging input dirs with ChRIS ``.chrislink`` resolution, with pfcon's results, safely.
+
+A ChRIS link is a regular file named ``*.chrislink`` whose content is a storage path.
+Phase A collects the files of each input dir and, through links, of their targets, and
+copies them into ``incoming`` (files under the input dir keep their relative path, files
+reached through links land under their full storage path). Phase B then expands the links
+inside ``incoming``: each link becomes a folder named after its target (``/`` → ``_``) next
+to the link file, and the full-path copies are purged.
+
+Unlike pfcon, nothing here ever leaves the storeBase: input dirs and link targets are
+confined to it, symlinks in input trees are never followed, and phase B stays in ``incoming``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect_pfcon.tasks.paths import UnsafePathError, is_within, normalize_storage_path, resolve_in_store
+
+CHRISLINK_SUFFIX = ".chrislink"
+logger = logging.getLogger("prefect_pfcon.staging")
+
+
+class InvalidInputPath(ValueError):
+    """A link target that is the job's output dir or one of its ancestors."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(f"Invalid input path: {target}")
+
+
+def read_link(path: Path) -> str:
+    """A link file's target, as a normalized storage path."""
+    return normalize_storage_path(path.read_text(encoding="utf-8"))
+
+
+def place_file(source: Path, destination: Path, hardlink: bool) -> None:
+    """Hard-link (if asked and possible) or copy ``source`` to ``destination``."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if hardlink:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, destination)
+
+
+# ----- phase A ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Collection:
+    """Files found for the input dirs, as storage paths, in discovery order."""
+
+    store_base: Path
+    output_dir: str
+    files: dict[str, None] = field(default_factory=dict)
+    links: int = 0
+
+    def collect(self, rel: str, visited: list[str]) -> None:
+        """Collect ``rel`` (a file or a tree), following links to new targets."""
+        real = resolve_in_store(self.store_base, rel)
+        if real.is_file():
+            self._take(rel, real, visited)
+            return
+        if not real.is_dir():
+            logger.warning("Skipping %s: no such file or directory", rel)
+            return
+        for dirpath, dirnames, filenames in os.walk(self.store_base / rel):
+            dirnames[:] = [name for name in dirnames if not Path(dirpath, name).is_symlink()]
+            for name in filenames:
+                path = Path(dirpath, name)
+                if not path.is_symlink():
+                    self._take(path.relative_to(self.store_base).as_posix(), path, visited)
+
+    def _take(self, rel: str, path: Path, visited: list[str]) -> None:
+        self.files[rel] = None
+        if not rel.endswith(CHRISLINK_SUFFIX):
+            return
+        self.links += 1
+        target = read_link(path)
+        if (self.output_dir + "/").startswith(target.rstrip("/") + "/"):
+            raise InvalidInputPath(target)
+        if not any(target.startswith(seen) for seen in visited):
+            visited.append(target)
+            self.collect(target, visited)
+
+
+def _incoming_name(rel: str, input_dir: str) -> str:
+    """Where a collected file goes in ``incoming``: relative to its input dir if under it
+    (an input that is itself a file keeps its name), else under its full storage path."""
+    if rel == input_dir:
+        return os.path.basename(rel)
+    if input_dir and rel.startswith(input_dir + "/"):
+        return rel[len(input_dir) + 1 :]
+    return rel
+
+
+# ----- phase B ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Expansion:
+    """State of expanding the links inside ``incoming``."""
+
+    incoming: Path
+    expanded_sources: list[Path] = field(default_factory=list)
+    linked_paths: list[str] = field(default_factory=list)
+    links: int = 0
+
+    def expand_tree(self, directory: Path) -> None:
+        """Expand every link under ``directory`` (entries snapshotted before changes)."""
+        for entry in sorted(directory.iterdir()):
+            if entry.is_symlink():
+                continue
+            if entry.is_dir():
+                self.expand_tree(entry)
+            elif entry.name.endswith(CHRISLINK_SUFFIX) and entry.exists():
+                self._expand_link(entry)
+
+    def _expand_link(self, link: Path) -> None:
+        if not any(is_within(source, link) for source in self.expanded_sources):
+            target = read_link(link)
+            source = self._inside_incoming(target)
+            if source.is_file():
+                target, source = os.path.dirname(target), source.parent
+            folder = link.parent / target.replace("/", "_")
+            if not folder.exists() and source.is_dir():
+                shutil.copytree(source, folder, copy_function=_link_or_copy, symlinks=True)
+                self.expanded_sources.append(source)
+                self.expand_tree(folder)
+            self.linked_paths.append(target)
+        link.unlink()
+        self.links += 1
+
+    def _inside_incoming(self, target: str) -> Path:
+        path = Path(os.path.realpath(self.incoming / target))
+        if not is_within(self.incoming, path):
+            raise UnsafePathError(f"Link target {target!r} leaves the job's incoming dir")
+        return path
+
+    def purge_full_path_copies(self) -> None:
+        """Remove the top-level folders of link targets fetched under their full path."""
+        for target in self.linked_paths:
+            top = target.split("/", 1)[0]
+            if top and top not in self.linked_paths:
+                shutil.rmtree(self.incoming / top, ignore_errors=True)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    place_file(Path(source), Path(destination), hardlink=True)
+
+
+# ----- public API ---------------------------------------------------------------------------
+
+
+def expand_links(incoming: Path) -> int:
+    """Phase B alone: expand the ``.chrislink`` files in ``incoming``; links processed."""
+    expansion = _Expansion(Path(os.path.realpath(incoming)))
+    expansion.expand_tree(expansion.incoming)
+    expansion.purge_full_path_copies()
+    return expansion.links
+
+
+def stage_inputs(
+    store_base: Path, input_dirs: list[str], output_dir: str, incoming: Path, *, hardlink: bool = False
+) -> int:
+    """Stage ``input_dirs`` into ``incoming`` as pfcon's fslink copy does; pfcon's ``nfiles``.
+
+    Raises ``InvalidInputPath`` for a link to the output dir or an ancestor of it and
+    ``UnsafePathError`` for anything that would leave the storeBase.
+    """
+    store_base = Path(os.path.realpath(store_base))
+    output = normalize_storage_path(output_dir)
+    incoming.mkdir(parents=True, exist_ok=True)
+    copied: set[str] = set()
+    links = 0
+    for input_dir in input_dirs:
+        rel = normalize_storage_path(input_dir)
+        if not resolve_in_store(store_base, rel).exists():
+            raise FileNotFoundError(f"Input path not found in the storeBase: {rel}")
+        collection = _Collection(store_base, output)
+        collection.collect(rel, [rel])
+        links += collection.links
+        for file_rel in collection.files:
+            if file_rel not in copied:
+                copied.add(file_rel)
+                place_file(store_base / file_rel, incoming / _incoming_name(file_rel, rel), hardlink)
+    logger.info("%d files fetched from the storeBase", len(copied))
+    expand_links(incoming)
+    return len(copied) - links

@@ -1,0 +1,41 @@
+# Docker engine helpers, sourced by scripts/up.sh and scripts/test.sh.
+# Only a daemon these helpers started is ever stopped (by its PID).
+
+PFCON_STATE_DIR="${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}"
+DOCKERD_PIDFILE="$PFCON_STATE_DIR/dockerd.pid"
+
+ensure_docker_installed() {
+  if command -v dockerd >/dev/null && command -v busybox >/dev/null; then
+    return
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq docker.io busybox-static >/dev/null
+}
+
+start_dockerd() {
+  if docker version >/dev/null 2>&1; then
+    return
+  fi
+  mkdir -p "$PFCON_STATE_DIR"
+  dockerd >"$PFCON_STATE_DIR/dockerd.log" 2>&1 &
+  echo $! >"$DOCKERD_PIDFILE"
+  for _ in $(seq 1 120); do
+    docker version >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  echo "dockerd did not come up; see $PFCON_STATE_DIR/dockerd.log" >&2
+  return 1
+}
+
+stop_dockerd() {
+  [ -f "$DOCKERD_PIDFILE" ] || return 0
+  local pid
+  pid="$(cat "$DOCKERD_PIDFILE")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  rm -f "$DOCKERD_PIDFILE"
+}

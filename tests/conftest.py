@@ -1,0 +1,164 @@
+"""Fixtures that start the real service: a Prefect server, the pfcon API and its runner.
+
+The first service (fslink) is the embedded default exactly as `prefect-pfcon up` runs it,
+with its own Prefect server; the second (filesystem) shares that server, as a scale-out
+API replica would. Both drive real containers on the local Docker engine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+from pfconclient.client import Client
+
+TEST_SECRET = "test-secret-key-not-for-production"
+READY_TIMEOUT = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """A running `prefect-pfcon up` and what tests need to talk to it."""
+
+    url: str
+    store_base: Path
+    prefect_api_url: str
+    process: subprocess.Popen[str]
+    output: list[str]
+
+    def token(self) -> str:
+        return Client.get_auth_token(self.url + "auth-token/", "pfcon", "pfcon1234")
+
+    def client(self) -> Client:
+        return Client(self.url, self.token())
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+
+def _start_service(
+    tmp: Path, name: str, storage: str, env_extra: dict[str, str], prefect_port: int
+) -> Service:
+    store_base = tmp / f"storeBase-{name}"
+    store_base.mkdir(parents=True)
+    port = free_port()
+    inherited = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env = {
+        **inherited,
+        "PFCON_STATE_DIR": str(tmp / f"state-{name}"),
+        "SECRET_KEY": TEST_SECRET,
+        "PFCON_STORAGE_BLOCK": f"{name}-storage",
+        "PFCON_COMPUTE_BLOCK": f"{name}-compute",
+        "JOB_LABELS": "org.test.suite=prefect-pfcon",
+        **env_extra,
+    }
+    command = [
+        sys.executable, "-m", "prefect_pfcon.cli", "up", "--port", str(port),
+        "--storebase", str(store_base), "--storage", storage, "--prefect-port", str(prefect_port),
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "ready" in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(READY_TIMEOUT):
+        process.terminate()
+        raise RuntimeError(f"{name} service not ready:\n{''.join(output[-50:])}")
+    return Service(
+        url=f"http://127.0.0.1:{port}/api/v1/",
+        store_base=store_base,
+        prefect_api_url=env.get("PREFECT_API_URL") or f"http://127.0.0.1:{prefect_port}/api",
+        process=process,
+        output=output,
+    )
+
+
+def _stop(service: Service) -> None:
+    service.process.terminate()
+    try:
+        service.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    client = docker.from_env()
+    client.ping()
+    return client
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Iterator[Path]:
+    # Not pytest's tmp_path: bind-mount sources must be real host paths the engine sees.
+    base = Path(os.environ.get("PFCON_TEST_TMP", "/var/tmp/prefect-pfcon-tests"))
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    yield base
+
+
+@pytest.fixture(scope="session")
+def fslink_service(session_tmp: Path, docker_client: docker.DockerClient) -> Iterator[Service]:
+    service = _start_service(
+        session_tmp, "fslink", "fslink", {"PREFECT_HOME": str(session_tmp / "prefect-home")},
+        free_port(),
+    )
+    yield service
+    _stop(service)
+
+
+@pytest.fixture(scope="session")
+def filesystem_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
+    service = _start_service(
+        session_tmp, "filesystem", "filesystem",
+        {"PREFECT_API_URL": fslink_service.prefect_api_url,
+         "PREFECT_HOME": str(session_tmp / "prefect-home")},
+        0,
+    )
+    yield service
+    _stop(service)
+
+
+def wait_status(client: Client, job_type, jid: str, timeout: float = 120) -> dict:
+    """Poll a job until it is terminal; its last compute object."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        compute = client.get_job_status(job_type, jid)["compute"]
+        if compute["status"] in ("finishedSuccessfully", "finishedWithError", "undefined"):
+            return compute
+        time.sleep(0.2)
+    raise TimeoutError(f"{job_type} {jid} not finished: {compute}")
+
+
+def raw(service: Service, method: str, path: str, **kwargs) -> requests.Response:
+    """A request to the service with a valid token unless headers are given."""
+    headers = kwargs.pop("headers", None)
+    if headers is None:
+        headers = service.headers()
+    return requests.request(method, service.url + path, headers=headers, timeout=60, **kwargs)

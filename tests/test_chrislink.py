@@ -1,0 +1,108 @@
+"""Staging with .chrislink resolution on real files: pfcon's results, and confinement."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
+from prefect_pfcon.tasks.chrislink import InvalidInputPath, expand_links, stage_inputs
+from prefect_pfcon.tasks.paths import UnsafePathError
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    make_fslink_fixture(tmp_path / "store")
+    return tmp_path / "store"
+
+
+def stage(store: Path, input_dirs: list[str], output_dir: str = "home/alice/feed/out", **kw) -> tuple[int, list[str]]:
+    incoming = store / "key-j" / "incoming"
+    nfiles = stage_inputs(store, input_dirs, output_dir, incoming, **kw)
+    return nfiles, tree(incoming)
+
+
+def test_observed_fslink_fixture(store):
+    assert stage(store, ["home/alice/feed/in"]) == (4, FSLINK_STAGED)
+
+
+def test_leading_slash_is_stripped(store):
+    assert stage(store, ["/home/alice/feed/in/"]) == (4, FSLINK_STAGED)
+
+
+def test_multiple_input_dirs(store):
+    nfiles, staged = stage(store, ["home/alice/feed/in", "SHARED/data"])
+    assert "s2.txt" in staged and "a.txt" in staged
+    assert nfiles == 5  # s1.txt was already copied through the first dir's link
+
+
+def test_link_to_a_file_brings_only_that_file(store):
+    (store / "only").mkdir()
+    (store / "only" / "f.chrislink").write_text("SHARED/data/s2.txt")
+    assert stage(store, ["only"]) == (1, ["SHARED_data/s2.txt"])
+
+
+def test_input_dir_that_is_a_file(store):
+    assert stage(store, ["SHARED/data/s1.txt"]) == (1, ["s1.txt"])
+
+
+@pytest.mark.parametrize("target", ["home/alice", "home/alice/feed/out", "home/alice/feed/out/"])
+def test_link_to_output_dir_or_ancestor_is_refused(store, target):
+    (store / "home/alice/feed/in/up.chrislink").write_text(target)
+    with pytest.raises(InvalidInputPath, match=f"Invalid input path: {target.rstrip('/')}"):
+        stage(store, ["home/alice/feed/in"])
+
+
+def test_link_target_escaping_the_store(store, tmp_path):
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "s.txt").write_text("secret")
+    (store / "home/alice/feed/in/esc.chrislink").write_text("../secret")
+    with pytest.raises(UnsafePathError):
+        stage(store, ["home/alice/feed/in"])
+    assert not list(store.rglob("s.txt"))
+
+
+def test_symlinks_in_input_trees_are_not_followed(store, tmp_path):
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "o.txt").write_text("o")
+    os.symlink(tmp_path / "outside", store / "home/alice/feed/in/dirlink")
+    os.symlink(tmp_path / "outside" / "o.txt", store / "home/alice/feed/in/filelink.txt")
+    assert stage(store, ["home/alice/feed/in"]) == (4, FSLINK_STAGED)
+
+
+def test_symlinked_input_dir_escaping_the_store(store, tmp_path):
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", store / "evil")
+    with pytest.raises(UnsafePathError):
+        stage(store, ["evil"])
+    with pytest.raises(UnsafePathError):
+        stage(store, ["home/../../outside"])
+
+
+def test_missing_input_dir_is_an_error(store):
+    with pytest.raises(FileNotFoundError, match="nothing/here"):
+        stage(store, ["nothing/here"])
+
+
+def test_no_input_dirs(store):
+    assert stage(store, []) == (0, [])
+    assert (store / "key-j" / "incoming").is_dir()
+
+
+def test_hardlinks_share_inodes(store):
+    assert stage(store, ["home/alice/feed/in"], hardlink=True) == (4, FSLINK_STAGED)
+    staged = store / "key-j" / "incoming" / "a.txt"
+    assert staged.stat().st_ino == (store / "home/alice/feed/in/a.txt").stat().st_ino
+
+
+def test_expand_links_stays_inside_incoming(tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "o.txt").write_text("o")
+    (incoming / "l.chrislink").write_text("../outside")
+    with pytest.raises(UnsafePathError):
+        expand_links(incoming)
+    assert tree(incoming) == ["l.chrislink"]

@@ -1,0 +1,190 @@
+"""Complete fslink lifecycles over HTTP with python-pfconclient, through real flow runs
+and real containers, asserting HTTP answers, files on disk and Prefect's records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from pfconclient.client import JobType
+from pfconclient.exceptions import PfconRequestException
+import pytest
+
+from conftest import Service, raw, wait_status
+from fixtures_tree import make_fslink_fixture
+
+BUSYBOX = "local/busybox:test"
+# $1=--dir $2=/share/incoming (localized) $3=/share/incoming (ds) $4=/share/outgoing
+COPY_SCRIPT = 'echo start; cp -r "$3"/. "$4"/; echo new > "$4"/new.txt; echo done'
+
+
+def plugin_descriptors(output_dir: str, **overrides) -> dict:
+    descriptors = {
+        "entrypoint": ["sh", "-c", COPY_SCRIPT, "sh"],
+        "args": ["--dir", "whatever"],
+        "args_path_flags": ["--dir"],
+        "auid": "cube",
+        "number_of_workers": 1,
+        "cpu_limit": 1000,
+        "memory_limit": 200,
+        "gpu_limit": 0,
+        "image": BUSYBOX,
+        "type": "ds",
+        "env": ["A=1", "B=x=y"],
+        "input_dirs": ["home/alice/feed/in"],
+        "output_dir": output_dir,
+    }
+    descriptors.update(overrides)
+    return descriptors
+
+
+def new_jid() -> str:
+    return f"chris-jid-{uuid.uuid4().hex[:10]}"
+
+
+def prefect_runs(service: Service, name: str) -> list[dict]:
+    body = {"flow_runs": {"name": {"any_": [name]}}, "sort": "EXPECTED_START_TIME_DESC"}
+    return requests.post(f"{service.prefect_api_url}/flow_runs/filter", json=body, timeout=30).json()
+
+
+def prefect_log_messages(service: Service, flow_run_id: str) -> list[str]:
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    logs = requests.post(f"{service.prefect_api_url}/logs/filter", json=body, timeout=30).json()
+    return [log["message"] for log in logs]
+
+
+def copy_inputs(service: Service, jid: str, output_dir: str, input_dirs=("home/alice/feed/in",)) -> dict:
+    client = service.client()
+    answer = client.submit_job(
+        JobType.COPY, jid, {"input_dirs": list(input_dirs), "output_dir": output_dir}
+    )
+    assert answer["compute"]["status"] in ("notStarted", "started", "finishedSuccessfully")
+    return wait_status(client, JobType.COPY, jid)
+
+
+def test_server_info(fslink_service: Service):
+    info = fslink_service.client().get_server_info()
+    assert info == {
+        "server_version": info["server_version"],
+        "pfcon_innetwork": True,
+        "storage_env": "fslink",
+        "requires_copy_job": True,
+        "requires_upload_job": False,
+        "container_env": "docker",
+        "compute_volume_type": "host",
+    }
+    assert info["server_version"] == "0.1.0"
+
+
+def test_full_fslink_lifecycle(fslink_service: Service, docker_client):
+    service, store = fslink_service, fslink_service.store_base
+    make_fslink_fixture(store)
+    client = service.client()
+    jid, output_dir = new_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
+
+    # copy: a flow run stages the inputs with .chrislink resolution
+    first = client.submit_job(JobType.COPY, jid, {"input_dirs": ["home/alice/feed/in"], "output_dir": output_dir})
+    assert first == {"compute": {"jid": jid, "image": "", "cmd": "pfcon-copy", "status": "notStarted",
+                                 "message": "created", "timestamp": "0001-01-01T00:00:00Z", "logs": ""}}
+    repeat = client.submit_job(JobType.COPY, jid, {"input_dirs": ["elsewhere"], "output_dir": output_dir})
+    assert repeat["compute"]["status"] in ("notStarted", "started", "finishedSuccessfully")
+    copy = wait_status(client, JobType.COPY, jid)
+    assert copy["status"] == "finishedSuccessfully", copy
+    assert copy["message"] == "exited" and copy["timestamp"].endswith("Z")
+    assert "Staged 4 files" in copy["logs"]
+    incoming = store / f"key-{jid}" / "incoming"
+    staged = sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*") if p.is_file())
+    assert staged == ["a.txt", "home_bob_uploads_x/x.txt", "sub/SHARED_data/s1.txt", "sub/b.txt"]
+    assert len(prefect_runs(service, f"copy-{jid}")) == 1  # the repeat created nothing
+
+    # plugin: a container named after the jid, created by the plugin flow run
+    answer = client.submit_job(JobType.PLUGIN, jid, plugin_descriptors(output_dir))
+    assert answer == {"data": {}, "compute": {
+        "jid": jid, "image": BUSYBOX,
+        "cmd": f"sh -c '{COPY_SCRIPT}' sh --dir /share/incoming /share/incoming /share/outgoing",
+        "status": "notStarted", "message": "created", "timestamp": "0001-01-01T00:00:00Z", "logs": ""}}
+    plugin = wait_status(client, JobType.PLUGIN, jid)
+    assert plugin["status"] == "finishedSuccessfully", plugin
+    assert plugin["message"] == "exited"
+    assert plugin["logs"] == "start\ndone\n"
+
+    container = docker_client.api.inspect_container(jid)
+    binds = sorted(container["HostConfig"]["Binds"])
+    assert binds == sorted([f"{store}/key-{jid}/incoming:/share/incoming:ro",
+                            f"{store}/{output_dir}:/share/outgoing:rw"])
+    assert container["HostConfig"]["NanoCpus"] == 10**9
+    assert container["HostConfig"]["Memory"] == 200 * 2**20  # a real limit
+    assert container["HostConfig"]["NetworkMode"] == "none"
+    assert container["Config"]["Env"] == ["A=1", "B=x=y"]
+    labels = container["Config"]["Labels"]
+    assert labels["org.chrisproject.job_type"] == "plugin"
+    assert labels["org.test.suite"] == "prefect-pfcon"
+
+    out = store / output_dir
+    assert (out / "new.txt").read_text() == "new\n"
+    assert (out / "home_bob_uploads_x" / "x.txt").exists()
+
+    # the flow run in Prefect: named after the jid, tagged, completed, with the plugin's logs
+    (run,) = prefect_runs(service, f"plugin-{jid}")
+    assert run["state_type"] == "COMPLETED"
+    assert {f"jid:{jid}", "step:plugin"} <= set(run["tags"])
+    deadline = time.monotonic() + 15  # Prefect ships logs in batches
+    while "done" not in prefect_log_messages(service, run["id"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {"start", "done"} <= set(prefect_log_messages(service, run["id"]))
+
+    # outputs: a plugin-written .chrislink is deleted and not listed
+    (out / "evil.chrislink").write_text("home/bob")
+    listing = client.get_plugin_job_json_data(jid, output_dir)
+    assert listing["job_output_path"] == output_dir
+    assert sorted(listing["rel_file_paths"]) == sorted(
+        ["new.txt", "a.txt", "sub/b.txt", "home_bob_uploads_x/x.txt", "sub/SHARED_data/s1.txt"])
+    top_level = [path for path in listing["rel_file_paths"] if "/" not in path]
+    assert listing["rel_file_paths"][: len(top_level)] == top_level  # a dir's files before its subdirs
+    assert not (out / "evil.chrislink").exists()
+
+    upload = client.submit_job(JobType.UPLOAD, jid, {"job_output_path": output_dir})
+    assert upload == {"compute": {"jid": jid, "image": "", "cmd": "", "status": "finishedSuccessfully",
+                                  "message": "uploadSkipped", "timestamp": "", "logs": ""}}
+
+    # delete: removes the key dir, never the output dir
+    client.submit_job(JobType.DELETE, jid, {})
+    delete = wait_status(client, JobType.DELETE, jid)
+    assert delete["status"] == "finishedSuccessfully", delete
+    assert not (store / f"key-{jid}").exists()
+    assert (out / "new.txt").exists()
+    again = client.submit_job(JobType.DELETE, jid, {})
+    assert again["compute"]["message"] == "deleteSkipped"
+
+    for job_type in (JobType.COPY, JobType.PLUGIN, JobType.UPLOAD, JobType.DELETE):
+        client.delete_job(job_type, jid)  # raises unless 204
+    with pytest.raises(PfconRequestException) as missing:
+        client.get_job_status(JobType.PLUGIN, jid)
+    assert missing.value.code == 404
+    assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+    assert (out / "new.txt").exists()  # DELETE never touches data
+
+
+def test_simpledsapp_plugin(fslink_service: Service):
+    """The Python image playing fnndsc/pl-simpledsapp, as pfconclient's own integration test."""
+    service, store = fslink_service, fslink_service.store_base
+    client = service.client()
+    jid, output_dir = new_jid(), f"home/carol/feeds/out-{uuid.uuid4().hex[:6]}"
+    inputs = store / "home/carol/uploads"
+    (inputs / "deep").mkdir(parents=True, exist_ok=True)
+    (inputs / "one.txt").write_text("1")
+    (inputs / "deep" / "two.txt").write_text("2")
+    assert copy_inputs(service, jid, output_dir, ["home/carol/uploads"])["status"] == "finishedSuccessfully"
+    client.submit_job(JobType.PLUGIN, jid, {
+        "entrypoint": ["simpledsapp"], "args": ["--prefix", "le"], "auid": "cube",
+        "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
+        "image": "fnndsc/pl-simpledsapp", "type": "ds",
+        "input_dirs": ["home/carol/uploads"], "output_dir": output_dir,
+    })
+    plugin = wait_status(client, JobType.PLUGIN, jid)
+    assert plugin["status"] == "finishedSuccessfully", plugin
+    listing = client.get_plugin_job_json_data(jid, output_dir)
+    assert sorted(listing["rel_file_paths"]) == ["deep/letwo.txt", "leone.txt"]
+    assert (store / output_dir / "leone.txt").read_text() == "1"
