@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,17 @@ def _prepare_prefect_env(prefect_port: int) -> str | None:
     Must run before Prefect is imported: Prefect reads its settings at import.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
     os.environ.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{prefect_port}/api")
     if os.environ.get("PREFECT_API_URL"):
         return None
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
     return f"http://127.0.0.1:{prefect_port}"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt so child processes are stopped on the way out."""
+    raise KeyboardInterrupt
 
 
 def up(args: argparse.Namespace) -> None:
@@ -68,6 +75,7 @@ def up(args: argparse.Namespace) -> None:
     if ui_url is not None:
         server = LocalPrefectServer(args.prefect_port, settings.state_dir / "prefect-server.log")
     shown_ui = ui_url or os.environ["PREFECT_API_URL"].removesuffix("/api")
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(serve(settings, server, shown_ui))
     except KeyboardInterrupt:
@@ -79,3 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "up":
         up(args)
+
+
+if __name__ == "__main__":
+    main()

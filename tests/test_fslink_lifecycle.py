@@ -127,8 +127,12 @@ def test_full_fslink_lifecycle(fslink_service: Service, docker_client):
     assert (out / "home_bob_uploads_x" / "x.txt").exists()
 
     # the flow run in Prefect: named after the jid, tagged, completed, with the plugin's logs
-    (run,) = prefect_runs(service, f"plugin-{jid}")
+    deadline = time.monotonic() + 15  # the container exits just before its run completes
+    while (run := prefect_runs(service, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     assert run["state_type"] == "COMPLETED"
+    assert len(prefect_runs(service, f"plugin-{jid}")) == 1
     assert {f"jid:{jid}", "step:plugin"} <= set(run["tags"])
     deadline = time.monotonic() + 15  # Prefect ships logs in batches
     while "done" not in prefect_log_messages(service, run["id"]) and time.monotonic() < deadline:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by ``kill -9``."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalPrefectServer:
@@ -36,7 +46,11 @@ class LocalPrefectServer:
                    "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ.copy(),
+                preexec_fn=_die_with_parent,
             )
 
     async def wait_ready(self, timeout: float = 180.0) -> None:

@@ -6,6 +6,7 @@ from prefect import flow
 
 from prefect_pfcon.blocks import load_storage
 from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
+from prefect_pfcon.flows.logs import logs_shipped_on_exit
 from prefect_pfcon.flows.naming import run_name
 from prefect_pfcon.models import DeleteJob, JobStep
 from prefect_pfcon.tasks.staging import remove_job_data
@@ -14,4 +15,5 @@ from prefect_pfcon.tasks.staging import remove_job_data
 @flow(name="pfcon-delete", flow_run_name=run_name(JobStep.DELETE))
 def delete_flow(job: DeleteJob, storage_block: str = DEFAULT_STORAGE_BLOCK) -> None:
     """Remove ``key-<jid>`` with everything in it; outputs outside it stay."""
-    remove_job_data(load_storage(storage_block), job.jid)
+    with logs_shipped_on_exit():
+        remove_job_data(load_storage(storage_block), job.jid)

@@ -10,6 +10,7 @@ from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
 from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
+from prefect_pfcon.flows.logs import logs_shipped_on_exit
 from prefect_pfcon.flows.naming import run_name
 from prefect_pfcon.models import JobStep, PluginJob
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -49,12 +50,15 @@ def plugin_flow(
     compute_block: str = DEFAULT_COMPUTE_BLOCK,
 ) -> int:
     """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted."""
-    compute = load_compute(compute_block)
-    spec = container_job(job, load_storage(storage_block), compute, str(flow_run.id))
-    launch_container(compute, spec, str(flow_run.id))
-    exit_code = watch_container(compute, spec.name)
+    with logs_shipped_on_exit():
+        compute = load_compute(compute_block)
+        spec = container_job(job, load_storage(storage_block), compute, str(flow_run.id))
+        launch_container(compute, spec, str(flow_run.id))
+        exit_code = watch_container(compute, spec.name)
     if exit_code == OOM_EXIT_CODE:
-        raise PluginFailed(f"Plugin killed (exit code 137): over its memory limit of {job.memory_limit} MiB?")
+        raise PluginFailed(
+            f"Plugin killed (exit code 137), most likely by its {job.memory_limit} MiB memory limit"
+        )
     if exit_code != 0:
         raise PluginFailed(f"Plugin exited with code {exit_code}")
     return exit_code

@@ -6,6 +6,7 @@ from prefect import flow
 
 from prefect_pfcon.blocks import load_storage
 from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
+from prefect_pfcon.flows.logs import logs_shipped_on_exit
 from prefect_pfcon.flows.naming import run_name
 from prefect_pfcon.models import JobStep, UploadJob
 from prefect_pfcon.tasks.staging import stage_out
@@ -14,4 +15,5 @@ from prefect_pfcon.tasks.staging import stage_out
 @flow(name="pfcon-upload", flow_run_name=run_name(JobStep.UPLOAD))
 def upload_flow(job: UploadJob, storage_block: str = DEFAULT_STORAGE_BLOCK) -> int:
     """Upload ``key-<jid>/outgoing`` under ``job_output_path``."""
-    return stage_out(load_storage(storage_block), job)
+    with logs_shipped_on_exit():
+        return stage_out(load_storage(storage_block), job)
