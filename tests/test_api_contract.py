@@ -178,15 +178,21 @@ def test_plugin_without_copy_is_409(service):
         "No copy job found. A copy job must complete successfully before scheduling a plugin job."})
 
 
-def test_copy_link_to_output_ancestor_fails_and_guards_the_plugin(service):
-    store, jid = service.store_base, new_jid()
-    src = store / "home/alice/feed/badin"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "up.chrislink").write_text("home/alice")
+def failed_copy_through_link(service: Service, target: str, output_dir: str) -> tuple[str, dict]:
+    """A copy job whose input holds a link to ``target``; its jid and final status."""
+    jid = new_jid()
+    src = service.store_base / "home/alice/feed" / f"links-{jid}"
+    src.mkdir(parents=True)
+    (src / "l.chrislink").write_text(target)
     client = service.client()
+    client.submit_job(JobType.COPY, jid, {"input_dirs": [src.relative_to(service.store_base).as_posix()],
+                                          "output_dir": output_dir})
+    return jid, wait_status(client, JobType.COPY, jid)
+
+
+def test_copy_link_to_output_ancestor_fails_and_guards_the_plugin(service):
     output_dir = "home/alice/feed/out2"
-    client.submit_job(JobType.COPY, jid, {"input_dirs": ["home/alice/feed/badin"], "output_dir": output_dir})
-    copy = wait_status(client, JobType.COPY, jid)
+    jid, copy = failed_copy_through_link(service, "home/alice", output_dir)
     assert copy["status"] == "finishedWithError"
     assert "Invalid input path: home/alice" in copy["message"] + copy["logs"]
     response = raw(service, "POST", "pluginjobs/", data={**plugin_descriptors(output_dir), "jid": jid})
@@ -195,16 +201,10 @@ def test_copy_link_to_output_ancestor_fails_and_guards_the_plugin(service):
 
 
 def test_chrislink_escaping_the_store_fails_readably(service):
-    store, jid = service.store_base, new_jid()
-    src = store / "home/alice/feed/escape"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "out.chrislink").write_text("../../../../etc")
-    client = service.client()
-    client.submit_job(JobType.COPY, jid, {"input_dirs": ["home/alice/feed/escape"], "output_dir": out_dir()})
-    copy = wait_status(client, JobType.COPY, jid)
+    jid, copy = failed_copy_through_link(service, "../../../../etc", out_dir())
     assert copy["status"] == "finishedWithError"
-    assert "etc" in copy["message"]
-    assert not any((store / f"key-{jid}").rglob("passwd"))
+    assert "etc" in copy["message"] and "leaves the storeBase" in copy["message"]
+    assert not any((service.store_base / f"key-{jid}").rglob("passwd"))
 
 
 def test_copy_without_inputs_gives_empty_incoming(service):
