@@ -19,9 +19,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
 from prefect_pfcon.tasks.paths import UnsafePathError, is_within, normalize_storage_path, resolve_in_store
 
-CHRISLINK_SUFFIX = ".chrislink"
 logger = logging.getLogger("prefect_pfcon.staging")
 
 
