@@ -7,7 +7,9 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 
 DEFAULT_PREFECT_PORT = 4200
 
@@ -25,9 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="API port (PFCON_PORT, default 30006)")
     up.add_argument("--storebase", type=Path, dest="store_base",
                     help="storeBase directory (STOREBASE_MOUNT, default /var/local/storeBase)")
-    up.add_argument("--storage", dest="storage_env", choices=["fslink", "filesystem"],
+    up.add_argument("--storage", dest="storage_env", choices=get_args(StorageEnv),
                     help="storage mode (STORAGE_ENV, default fslink)")
-    up.add_argument("--compute", dest="container_env", choices=["docker"],
+    up.add_argument("--compute", dest="container_env", choices=get_args(ContainerEnv),
                     help="compute backend (CONTAINER_ENV, default docker)")
     up.add_argument("--user", help="API user (PFCON_USER, default pfcon)")
     up.add_argument("--password", help="API password (PFCON_PASSWORD, default pfcon1234)")
@@ -62,7 +64,6 @@ def up(args: argparse.Namespace) -> None:
     ui_url = _prepare_prefect_env(args.prefect_port)
     from prefect_pfcon.deployments.embedded import serve
     from prefect_pfcon.deployments.server import LocalPrefectServer
-    from prefect_pfcon.settings import PfconSettings
 
     overrides: dict[str, Any] = {
         key: value

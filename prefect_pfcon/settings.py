@@ -6,10 +6,10 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-StorageEnv = Literal["fslink", "filesystem"]
+StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
 ContainerEnv = Literal["docker"]
 
 
@@ -40,6 +40,12 @@ class PfconSettings(BaseSettings):
         validation_alias=AliasChoices("STOREBASE_MOUNT", "PFCON_STOREBASE"),
     )
     host_store_base: Path | None = Field(None, validation_alias="STOREBASE")
+    transfer_workers: int = Field(10, ge=1, le=64, validation_alias="PFCON_TRANSFER_WORKERS")
+    zip_max_unpacked_mb: int = Field(10240, ge=1, validation_alias="PFCON_ZIP_MAX_UNPACKED_MB")
+    swift_auth_url: str = Field("", validation_alias="SWIFT_AUTH_URL")
+    swift_username: str = Field("", validation_alias="SWIFT_USERNAME")
+    swift_key: SecretStr = Field(SecretStr(""), validation_alias="SWIFT_KEY")
+    swift_container_name: str = Field("users", validation_alias="SWIFT_CONTAINER_NAME")
     storage_block: str = Field("pfcon-storage", validation_alias="PFCON_STORAGE_BLOCK")
     compute_block: str = Field("pfcon-compute", validation_alias="PFCON_COMPUTE_BLOCK")
 

@@ -3,8 +3,10 @@
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k fslink`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/prepare.sh"
+source "$PFCON_LIB/swift.sh"
 
-trap stop_dockerd EXIT
+trap 'stop_swift; stop_dockerd' EXIT
 prepare_machine
+start_swift
 cd "$PFCON_REPO"
 "$PFCON_VENV/bin/python" -m pytest "$@"

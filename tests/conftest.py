@@ -1,8 +1,9 @@
 """Fixtures that start the real service: a Prefect server, the pfcon API and its runner.
 
 The first service (fslink) is the embedded default exactly as `prefect-pfcon up` runs it,
-with its own Prefect server; the second (filesystem) shares that server, as a scale-out
-API replica would. Both drive real containers on the local Docker engine.
+with its own Prefect server; the others (filesystem, swift, zipfile) share that server, as
+scale-out API replicas would. All drive real containers on the local Docker engine; the
+swift service talks to the real Swift the test command starts (ST_AUTH, ST_USER, ST_KEY).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pfconclient.client import Client
 
 TEST_SECRET = "test-secret-key-not-for-production"
 READY_TIMEOUT = 240
+SWIFT_TEST_CONTAINER = "pfcon-tests"
+ZIP_LIMIT_MB = 20
 
 
 def free_port() -> int:
@@ -135,11 +138,42 @@ def fslink_service(session_tmp: Path, docker_client: docker.DockerClient) -> Ite
 
 @pytest.fixture(scope="session")
 def filesystem_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
-    service = _start_service(
-        session_tmp, "filesystem", "filesystem",
-        {"PREFECT_API_URL": fslink_service.prefect_api_url,
-         "PREFECT_HOME": str(session_tmp / "prefect-home")},
-        0,
+    service = _start_replica(session_tmp, fslink_service, "filesystem", {})
+    yield service
+    _stop(service)
+
+
+def _start_replica(session_tmp: Path, primary: Service, storage: str, env: dict[str, str]) -> Service:
+    """Another service with ``storage`` on the primary's Prefect server."""
+    shared = {"PREFECT_API_URL": primary.prefect_api_url, "PREFECT_HOME": str(session_tmp / "prefect-home")}
+    return _start_service(session_tmp, storage, storage, {**shared, **env}, 0)
+
+
+@pytest.fixture(scope="session")
+def swift_credentials() -> dict[str, str]:
+    """The test Swift's credentials, from the test command's environment."""
+    missing = [name for name in ("ST_AUTH", "ST_USER", "ST_KEY") if not os.environ.get(name)]
+    if missing:
+        raise RuntimeError(f"{missing} unset: run the tests with scripts/test.sh, which starts Swift")
+    return {
+        "SWIFT_AUTH_URL": os.environ["ST_AUTH"],
+        "SWIFT_USERNAME": os.environ["ST_USER"],
+        "SWIFT_KEY": os.environ["ST_KEY"],
+        "SWIFT_CONTAINER_NAME": SWIFT_TEST_CONTAINER,
+    }
+
+
+@pytest.fixture(scope="session")
+def swift_service(session_tmp: Path, fslink_service: Service, swift_credentials) -> Iterator[Service]:
+    service = _start_replica(session_tmp, fslink_service, "swift", swift_credentials)
+    yield service
+    _stop(service)
+
+
+@pytest.fixture(scope="session")
+def zipfile_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
+    service = _start_replica(
+        session_tmp, fslink_service, "zipfile", {"PFCON_ZIP_MAX_UNPACKED_MB": str(ZIP_LIMIT_MB)}
     )
     yield service
     _stop(service)

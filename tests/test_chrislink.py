@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
+from prefect_pfcon.filesystems import StoreBaseFileSystem
 from prefect_pfcon.tasks.chrislink import InvalidInputPath, expand_links, stage_inputs
 from prefect_pfcon.tasks.paths import UnsafePathError
 
@@ -18,9 +19,12 @@ def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def stage(store: Path, input_dirs: list[str], output_dir: str = "home/alice/feed/out", **kw) -> tuple[int, list[str]]:
+def stage(
+    store: Path, input_dirs: list[str], output_dir: str = "home/alice/feed/out", hardlink: bool = False
+) -> tuple[int, list[str]]:
     incoming = store / "key-j" / "incoming"
-    nfiles = stage_inputs(store, input_dirs, output_dir, incoming, **kw)
+    fs = StoreBaseFileSystem(store, hardlink=hardlink)
+    nfiles = stage_inputs(fs, input_dirs, output_dir, incoming, workers=4)
     return nfiles, tree(incoming)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from prefect import Flow
@@ -12,11 +13,27 @@ from prefect_pfcon.flows import STEP_FLOWS
 from prefect_pfcon.settings import PfconSettings, parse_key_values
 
 
+def _storage_mode_options(settings: PfconSettings) -> dict[str, Any]:
+    """Fields only one storage mode has (Swift credentials, the zip size limit)."""
+    if settings.storage_env == "swift":
+        return {
+            "auth_url": settings.swift_auth_url,
+            "username": settings.swift_username,
+            "key": settings.swift_key,
+            "container_name": settings.swift_container_name,
+        }
+    if settings.storage_env == "zipfile":
+        return {"max_unpacked_mb": settings.zip_max_unpacked_mb}
+    return {}
+
+
 def storage_from_settings(settings: PfconSettings) -> StorageBlock:
     """The storage block the settings describe (``STORAGE_ENV``, ``STOREBASE_MOUNT`` ...)."""
     return STORAGE_BLOCKS[settings.storage_env](
         store_base=str(settings.store_base),
         host_store_base=str(settings.host_store_base) if settings.host_store_base else None,
+        transfer_workers=settings.transfer_workers,
+        **_storage_mode_options(settings),
     )
 
 

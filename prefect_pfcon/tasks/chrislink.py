@@ -1,14 +1,15 @@
 """Staging input dirs with ChRIS ``.chrislink`` resolution, with pfcon's results, safely.
 
 A ChRIS link is a regular file named ``*.chrislink`` whose content is a storage path.
-Phase A collects the files of each input dir and, through links, of their targets, and
+Phase A collects the files of each input dir and, through links, of their targets, from any
+fsspec filesystem of storage-relative paths (the local storeBase, a Swift container), and
 copies them into ``incoming`` (files under the input dir keep their relative path, files
 reached through links land under their full storage path). Phase B then expands the links
 inside ``incoming``: each link becomes a folder named after its target (``/`` → ``_``) next
 to the link file, and the full-path copies are purged.
 
-Unlike pfcon, nothing here ever leaves the storeBase: input dirs and link targets are
-confined to it, symlinks in input trees are never followed, and phase B stays in ``incoming``.
+Unlike pfcon, nothing here ever leaves the storage: input dirs and link targets are
+confined to it (``..`` refused, local symlinks never followed), and phase B stays in ``incoming``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsspec.spec import AbstractFileSystem
+
+from prefect_pfcon.filesystems.storebase import place_file
 from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
-from prefect_pfcon.tasks.paths import UnsafePathError, is_within, normalize_storage_path, resolve_in_store
+from prefect_pfcon.tasks.paths import UnsafePathError, is_within, normalize_storage_path
+from prefect_pfcon.tasks.transfer import download
 
 logger = logging.getLogger("prefect_pfcon.staging")
 
@@ -32,21 +37,9 @@ class InvalidInputPath(ValueError):
         super().__init__(f"Invalid input path: {target}")
 
 
-def read_link(path: Path) -> str:
+def parse_link(content: bytes) -> str:
     """A link file's target, as a normalized storage path."""
-    return normalize_storage_path(path.read_text(encoding="utf-8"))
-
-
-def place_file(source: Path, destination: Path, hardlink: bool) -> None:
-    """Hard-link (if asked and possible) or copy ``source`` to ``destination``."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if hardlink:
-        try:
-            os.link(source, destination)
-            return
-        except OSError:
-            pass
-    shutil.copy2(source, destination)
+    return normalize_storage_path(content.decode("utf-8"))
 
 
 # ----- phase A ------------------------------------------------------------------------------
@@ -56,33 +49,25 @@ def place_file(source: Path, destination: Path, hardlink: bool) -> None:
 class _Collection:
     """Files found for the input dirs, as storage paths, in discovery order."""
 
-    store_base: Path
+    fs: AbstractFileSystem
     output_dir: str
     files: dict[str, None] = field(default_factory=dict)
     links: int = 0
 
     def collect(self, rel: str, visited: list[str]) -> None:
         """Collect ``rel`` (a file or a tree), following links to new targets."""
-        real = resolve_in_store(self.store_base, rel)
-        if real.is_file():
-            self._take(rel, real, visited)
-            return
-        if not real.is_dir():
+        found = self.fs.find(rel)
+        if not found:
             logger.warning("Skipping %s: no such file or directory", rel)
-            return
-        for dirpath, dirnames, filenames in os.walk(self.store_base / rel):
-            dirnames[:] = [name for name in dirnames if not Path(dirpath, name).is_symlink()]
-            for name in filenames:
-                path = Path(dirpath, name)
-                if not path.is_symlink():
-                    self._take(path.relative_to(self.store_base).as_posix(), path, visited)
+        for path in found:
+            self._take(path, visited)
 
-    def _take(self, rel: str, path: Path, visited: list[str]) -> None:
+    def _take(self, rel: str, visited: list[str]) -> None:
         self.files[rel] = None
         if not rel.endswith(CHRISLINK_SUFFIX):
             return
         self.links += 1
-        target = read_link(path)
+        target = parse_link(self.fs.cat_file(rel))
         if (self.output_dir + "/").startswith(target.rstrip("/") + "/"):
             raise InvalidInputPath(target)
         if not any(target.startswith(seen) for seen in visited):
@@ -124,7 +109,7 @@ class _Expansion:
 
     def _expand_link(self, link: Path) -> None:
         if not any(is_within(source, link) for source in self.expanded_sources):
-            target = read_link(link)
+            target = parse_link(link.read_bytes())
             source = self._inside_incoming(target)
             if source.is_file():
                 target, source = os.path.dirname(target), source.parent
@@ -167,29 +152,28 @@ def expand_links(incoming: Path) -> int:
 
 
 def stage_inputs(
-    store_base: Path, input_dirs: list[str], output_dir: str, incoming: Path, *, hardlink: bool = False
+    fs: AbstractFileSystem, input_dirs: list[str], output_dir: str, incoming: Path, *, workers: int = 1
 ) -> int:
-    """Stage ``input_dirs`` into ``incoming`` as pfcon's fslink copy does; pfcon's ``nfiles``.
+    """Stage ``input_dirs`` of ``fs`` into ``incoming`` as pfcon's copy does; pfcon's ``nfiles``.
 
-    Raises ``InvalidInputPath`` for a link to the output dir or an ancestor of it and
-    ``UnsafePathError`` for anything that would leave the storeBase.
+    ``fs`` takes storage-relative paths. Raises ``FileNotFoundError`` for a missing input
+    dir, ``InvalidInputPath`` for a link to the output dir or an ancestor of it, and
+    ``UnsafePathError`` for anything that would leave the storage.
     """
-    store_base = Path(os.path.realpath(store_base))
     output = normalize_storage_path(output_dir)
     incoming.mkdir(parents=True, exist_ok=True)
-    copied: set[str] = set()
+    pairs: dict[str, Path] = {}
     links = 0
     for input_dir in input_dirs:
         rel = normalize_storage_path(input_dir)
-        if not resolve_in_store(store_base, rel).exists():
-            raise FileNotFoundError(f"Input path not found in the storeBase: {rel}")
-        collection = _Collection(store_base, output)
+        if not fs.exists(rel):
+            raise FileNotFoundError(f"Input path not found in the storage: {rel}")
+        collection = _Collection(fs, output)
         collection.collect(rel, [rel])
         links += collection.links
         for file_rel in collection.files:
-            if file_rel not in copied:
-                copied.add(file_rel)
-                place_file(store_base / file_rel, incoming / _incoming_name(file_rel, rel), hardlink)
-    logger.info("%d files fetched from the storeBase", len(copied))
+            pairs.setdefault(file_rel, incoming / _incoming_name(file_rel, rel))
+    download(fs, list(pairs.items()), workers)
+    logger.info("%d files fetched from the storage", len(pairs))
     expand_links(incoming)
-    return len(copied) - links
+    return len(pairs) - links

@@ -10,14 +10,14 @@ CHRISLINK_SUFFIX = ".chrislink"
 
 
 def iter_regular_files(root: Path) -> Iterator[Path]:
-    """Regular files under ``root`` in directory-walk order, symlinks skipped.
+    """Regular files under ``root`` in directory-walk order; symlinks, FIFOs etc. skipped.
 
     A directory's files come before its subdirectories, as pfcon's listing shows.
     """
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath, name)
-            if not path.is_symlink():
+            if not path.is_symlink() and path.is_file():
                 yield path
 
 

@@ -3,9 +3,19 @@
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
 from prefect_pfcon.blocks.storage.filesystem import FilesystemStorage
 from prefect_pfcon.blocks.storage.fslink import FSLinkStorage
+from prefect_pfcon.blocks.storage.swift import SwiftStorage
+from prefect_pfcon.blocks.storage.zipfile import ZipfileStorage
 
 STORAGE_BLOCKS: dict[str, type[StorageBlock]] = {
-    cls.storage_env: cls for cls in (FSLinkStorage, FilesystemStorage)
+    cls.storage_env: cls for cls in (FSLinkStorage, FilesystemStorage, SwiftStorage, ZipfileStorage)
 }
 
-__all__ = ["STORAGE_BLOCKS", "FSLinkStorage", "FilesystemStorage", "PluginMounts", "StorageBlock"]
+__all__ = [
+    "STORAGE_BLOCKS",
+    "FSLinkStorage",
+    "FilesystemStorage",
+    "PluginMounts",
+    "StorageBlock",
+    "SwiftStorage",
+    "ZipfileStorage",
+]

@@ -6,12 +6,15 @@ import os
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, BinaryIO, ClassVar, NamedTuple
 
+from fsspec.spec import AbstractFileSystem
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
+from prefect_pfcon.tasks.chrislink import stage_inputs
+from prefect_pfcon.tasks.outputs import list_output_files
 from prefect_pfcon.tasks.paths import UnsafePathError, resolve_in_store
 
 
@@ -36,6 +39,10 @@ class StorageBlock(Block):
     innetwork: ClassVar[bool] = True
     requires_copy_job: ClassVar[bool] = False
     requires_upload_job: ClassVar[bool] = False
+    requires_data_file: ClassVar[bool] = False
+    """A plugin POST carries its inputs as a zip (``data_file``)."""
+    zips_outputs: ClassVar[bool] = False
+    """``GET pluginjobs/<jid>/file/`` without ``job_output_path`` answers a zip of ``outgoing``."""
 
     store_base: str = Field(
         description="The storeBase as this process sees it (pfcon's STOREBASE_MOUNT)."
@@ -44,6 +51,9 @@ class StorageBlock(Block):
         None,
         description="The storeBase as the container engine sees it (pfcon's STOREBASE); "
         "defaults to store_base.",
+    )
+    transfer_workers: int = Field(
+        10, ge=1, le=64, description="Files transferred in parallel when staging in or out."
     )
 
     @property
@@ -70,6 +80,22 @@ class StorageBlock(Block):
             raise UnsafeJobIdError(f"Invalid job id: {jid!r}")
         return self.root / f"key-{jid}"
 
+    def incoming(self, jid: str) -> Path:
+        """``key-<jid>/incoming``: the staged inputs."""
+        return self.key_dir(jid) / "incoming"
+
+    def outgoing(self, jid: str) -> Path:
+        """``key-<jid>/outgoing``: outputs of modes that do not write in place."""
+        return self.key_dir(jid) / "outgoing"
+
+    def key_dir_mounts(self, jid: str) -> PluginMounts:
+        """``incoming`` and ``outgoing`` of the key dir, ``outgoing`` created world-writable
+        (the plugin may run as any ``CONTAINER_USER``)."""
+        outgoing = self.outgoing(jid)
+        outgoing.mkdir(parents=True, exist_ok=True)
+        outgoing.chmod(0o777)
+        return PluginMounts(self.incoming(jid), outgoing)
+
     def to_host_path(self, path: Path) -> Path:
         """Translate a path under the storeBase to the container engine's view."""
         if not self.host_store_base:
@@ -82,8 +108,8 @@ class StorageBlock(Block):
             return "output_dir: field is required"
         return None
 
-    def plugin_data(self, job: PluginJob) -> dict[str, Any]:
-        """The ``data`` object of a plugin POST answer."""
+    def plugin_data(self, job: PluginJob, data_file: BinaryIO | None) -> dict[str, Any]:
+        """Synchronous part of a plugin POST; the ``data`` object of its answer."""
         return {}
 
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:
@@ -94,9 +120,19 @@ class StorageBlock(Block):
         """Synchronous part of a copy POST: create the key dir, as pfcon does."""
         self.key_dir(job.jid).mkdir(parents=True, exist_ok=True)
 
-    def stage_in(self, job: CopyJob) -> int:
-        """Fill ``key-<jid>/incoming`` from the input dirs; returns pfcon's nfiles."""
+    def input_filesystem(self) -> AbstractFileSystem:
+        """The storage the copy step reads, as an fsspec filesystem of storage paths."""
         raise NotImplementedError
+
+    def stage_in(self, job: CopyJob) -> int:
+        """Fill ``key-<jid>/incoming`` from the input dirs (links resolved); pfcon's nfiles."""
+        return stage_inputs(
+            self.input_filesystem(),
+            job.input_dirs,
+            job.output_dir,
+            self.incoming(job.jid),
+            workers=self.transfer_workers,
+        )
 
     def stage_out(self, job: UploadJob) -> int:
         """Push the job's outputs to their final storage; returns the file count."""
@@ -105,6 +141,13 @@ class StorageBlock(Block):
     def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
         """Relative paths of the job's output files, or ``None`` if there is no such dir."""
         raise NotImplementedError
+
+    def outgoing_files(self, jid: str) -> list[str] | None:
+        """Files in ``key-<jid>/outgoing`` (links omitted), or ``None`` without a key dir."""
+        if not self.key_dir(jid).is_dir():
+            return None
+        outgoing = self.outgoing(jid)
+        return list_output_files(outgoing, skip_chrislinks=True) if outgoing.is_dir() else []
 
     def has_job_data(self, jid: str) -> bool:
         """Whether the job's key dir exists (a delete job has something to do)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, local_timestamp
 from prefect_pfcon.models import PluginJob
@@ -28,7 +28,7 @@ class FilesystemStorage(StorageBlock):
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:
         return PluginMounts(self.resolve(job.input_dirs[0]), self.resolve(job.output_dir or ""))
 
-    def plugin_data(self, job: PluginJob) -> dict[str, Any]:
+    def plugin_data(self, job: PluginJob, data_file: BinaryIO | None) -> dict[str, Any]:
         input_dir = self.resolve(job.input_dirs[0])
         return {
             "jid": job.jid,

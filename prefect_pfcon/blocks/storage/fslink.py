@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
-from prefect_pfcon.models import CopyJob, PluginJob
-from prefect_pfcon.tasks.chrislink import stage_inputs
+from prefect_pfcon.filesystems import StoreBaseFileSystem
+from prefect_pfcon.models import PluginJob
 from prefect_pfcon.tasks.outputs import list_output_files
 
 
@@ -32,21 +31,11 @@ class FSLinkStorage(StorageBlock):
         description="Stage inputs as hard links instead of byte copies when on one filesystem.",
     )
 
-    def incoming(self, jid: str) -> Path:
-        """``key-<jid>/incoming``."""
-        return self.key_dir(jid) / "incoming"
+    def input_filesystem(self) -> StoreBaseFileSystem:
+        return StoreBaseFileSystem(self.root, hardlink=self.hardlink_inputs)
 
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:
         return PluginMounts(self.incoming(job.jid), self.resolve(job.output_dir or ""))
-
-    def stage_in(self, job: CopyJob) -> int:
-        return stage_inputs(
-            self.root,
-            job.input_dirs,
-            job.output_dir,
-            self.incoming(job.jid),
-            hardlink=self.hardlink_inputs,
-        )
 
     def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
         output_dir = self.resolve(job_output_path)

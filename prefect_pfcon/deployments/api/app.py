@@ -6,13 +6,14 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from prefect.client.orchestration import get_client
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -146,7 +147,8 @@ def _add_step_routes(app: FastAPI, step: JobStep, auth: Authenticator) -> None:
         """Schedule the step as a Prefect flow run (form-encoded, as pfcon)."""
         form = await request.form(max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART_BYTES)
         values = parse_form(form, STEP_FIELDS[step])
-        return answer(await submit(_jobs(request), values))
+        uploads = (_data_file(form),) if step is JobStep.PLUGIN else ()
+        return answer(await submit(_jobs(request), values, *uploads))
 
     @app.get(base + "{jid}/", dependencies=[Depends(auth)], name=f"{step.value}-status")
     async def job_status(request: Request, jid: str) -> JSONResponse:
@@ -163,18 +165,34 @@ def _add_step_routes(app: FastAPI, step: JobStep, auth: Authenticator) -> None:
         return Response(status_code=204)
 
 
+def _data_file(form: FormData) -> BinaryIO | None:
+    """The uploaded ``data_file`` of a plugin POST (zipfile storage), if any."""
+    upload = form.get("data_file")
+    return upload.file if isinstance(upload, UploadFile) else None
+
+
 def _add_file_route(app: FastAPI, auth: Authenticator) -> None:
     @app.get(f"{API}/pluginjobs/{{jid}}/file/", dependencies=[Depends(auth)])
-    async def job_files(request: Request, jid: str) -> JSONResponse:
-        """The plugin's output file list (in-network storage)."""
+    async def job_files(request: Request, jid: str) -> Response:
+        """The plugin's outputs: a JSON file list (in-network with ``job_output_path``)
+        or a zip of ``key-<jid>/outgoing`` (zipfile; swift without the query)."""
+        jobs = _jobs(request)
         job_output_path = request.query_params.get("job_output_path")
-        if job_output_path is None:
+        if job_output_path is not None and jobs.storage.innetwork:
+            return _attachment(answer(await jobs.output_listing(jid, job_output_path)), f"{jid}.json")
+        if not jobs.storage.zips_outputs:
             return answer(error(400, "job_output_path: query parameter is required"))
-        result = await _jobs(request).output_listing(jid, job_output_path)
-        response = answer(result)
-        if result.status_code == 200:
-            response.headers["Content-Disposition"] = f"attachment; filename={jid}.json"
-        return response
+        archive = await jobs.output_archive(jid)
+        if archive is None:
+            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
+        return _attachment(StreamingResponse(archive, media_type="application/zip"), f"{jid}.zip")
+
+
+def _attachment(response: Response, filename: str) -> Response:
+    """Mark a successful answer as a file download named ``filename``, as pfcon does."""
+    if response.status_code == 200:
+        response.headers["Content-Disposition"] = f"attachment; filename={filename}"
+    return response
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from anyio import to_thread
 from prefect.client.schemas.objects import FlowRun
@@ -23,10 +23,14 @@ from prefect_pfcon.deployments.api.status import (
 )
 from prefect_pfcon.deployments.runs import JobRuns
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
+from prefect_pfcon.tasks.archives import BadArchive, iter_zip
 from prefect_pfcon.tasks.command import build_plugin_command
 from prefect_pfcon.tasks.paths import UnsafePathError
 
 ENV_ERROR = 'env: must be a list of "key=value" strings'
+BAD_REQUEST_TEXT = (
+    "The browser (or proxy) sent a request that this server could not understand."
+)
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,14 @@ class JobService:
 
     # ----- plugin ----------------------------------------------------------------------
 
-    async def submit_plugin(self, values: dict[str, Any]) -> Answer:
-        """POST pluginjobs/."""
+    async def submit_plugin(self, values: dict[str, Any], data_file: BinaryIO | None = None) -> Answer:
+        """POST pluginjobs/ (``data_file``: the zip of the inputs, out of network)."""
         job = PluginJob(**values)
         mode_error = self.storage.plugin_post_error(job)
         if mode_error:
             return error(400, mode_error)
+        if self.storage.requires_data_file and data_file is None:
+            return error(400, BAD_REQUEST_TEXT)
         if any("=" not in entry for entry in job.env):
             return error(400, ENV_ERROR)
         compute_error = self.compute.plugin_post_error(job)
@@ -140,7 +146,10 @@ class JobService:
         guard = await self._copy_guard(job.jid)
         if guard is not None:
             return guard
-        data = await to_thread.run_sync(self.storage.plugin_data, job)
+        try:
+            data = await to_thread.run_sync(self.storage.plugin_data, job, data_file)
+        except BadArchive as exc:
+            return error(400, f"data_file: {exc}")
         cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
         compute = await self._schedule(JobStep.PLUGIN, job, replaces, job.image, cmd)
         return Answer(201, {"data": data, "compute": compute})
@@ -251,6 +260,17 @@ class JobService:
         if files is None:
             return error(404, NOT_FOUND_TEXT)
         return Answer(200, {"job_output_path": path, "rel_file_paths": files})
+
+    async def output_archive(self, jid: str) -> Iterator[bytes] | None:
+        """GET pluginjobs/<jid>/file/ as a zip: ``outgoing``'s files, links omitted;
+        ``None`` when the job has no key dir."""
+        try:
+            names = await to_thread.run_sync(self.storage.outgoing_files, jid)
+        except UnsafePathError:
+            return None
+        if names is None:
+            return None
+        return iter_zip(self.storage.outgoing(jid), names)
 
 
 NOT_FOUND_TEXT = (

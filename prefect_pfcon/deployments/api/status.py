@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from datetime import datetime
-from prefect.client.schemas.objects import FlowRun, StateType
+
+from prefect.client.schemas.objects import FlowRun, State, StateType
 
 from prefect_pfcon.blocks.compute.base import ZERO_TIME, ContainerState
 from prefect_pfcon.flows import STEP_FLOWS
@@ -14,6 +16,7 @@ from prefect_pfcon.tasks.command import build_plugin_command
 _WAITING = {StateType.SCHEDULED, StateType.PENDING}
 _ACTIVE = {StateType.RUNNING, StateType.PAUSED}
 _FAILED = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
+FAILURE_BOILERPLATE = re.compile(r"^Flow run encountered an exception: (?:[A-Za-z_][\w.]*: )?")
 
 
 def rfc3339(moment: datetime | None) -> str:
@@ -43,6 +46,11 @@ def skipped(jid: str, what: str) -> dict[str, str]:
     return compute_object(jid, "", "", JobStatus.FINISHED_SUCCESSFULLY, f"{what}Skipped", "", "")
 
 
+def failure_reason(state: State) -> str:
+    """A failed state's reason without Prefect's "Flow run encountered an exception: X: "."""
+    return FAILURE_BOILERPLATE.sub("", state.message or "") or state.name
+
+
 def run_status(run: FlowRun) -> tuple[JobStatus, str, str]:
     """``(status, message, timestamp)`` of a flow run on its own."""
     state = run.state
@@ -54,7 +62,7 @@ def run_status(run: FlowRun) -> tuple[JobStatus, str, str]:
     if state_type is StateType.COMPLETED:
         return JobStatus.FINISHED_SUCCESSFULLY, "exited", rfc3339(run.end_time)
     if state_type in _FAILED and state is not None:
-        return JobStatus.FINISHED_WITH_ERROR, state.message or state.name, rfc3339(run.end_time)
+        return JobStatus.FINISHED_WITH_ERROR, failure_reason(state), rfc3339(run.end_time)
     return JobStatus.UNDEFINED, state.name if state else "unknown", ZERO_TIME
 
 

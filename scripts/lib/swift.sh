@@ -1,0 +1,21 @@
+# OpenStack Swift all-in-one on 127.0.0.1:8080 for the tests, sourced by scripts/test.sh.
+# start_swift exports ST_AUTH, ST_USER and ST_KEY; stop_swift stops Swift only if
+# start_swift started it (by the PIDs in its own pidfiles).
+
+SWIFT_SCRIPTS="$PFCON_REPO/scripts/infra/swift"
+export SWIFT_BASE="${SWIFT_BASE:-${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/swift}"
+SWIFT_STARTED_HERE=0
+
+start_swift() {
+  local proxy_pidfile="$SWIFT_BASE/run/proxy-server.pid"
+  if ! { [ -s "$proxy_pidfile" ] && [ -d "/proc/$(cat "$proxy_pidfile")" ]; }; then
+    SWIFT_STARTED_HERE=1
+  fi
+  eval "$(bash "$SWIFT_SCRIPTS/start-swift.sh" --env)"
+}
+
+stop_swift() {
+  if [ "$SWIFT_STARTED_HERE" = 1 ]; then
+    bash "$SWIFT_SCRIPTS/stop-swift.sh" >/dev/null
+  fi
+}
