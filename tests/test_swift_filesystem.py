@@ -57,10 +57,10 @@ def test_parallel_upload_and_download(objects, tmp_path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(index))
         sources.append(path)
-    assert upload(fs, [(path, f"{prefix}/{path.parent.name}/{path.name}") for path in sources], 8) == 40
+    assert upload(fs, [(str(path), f"{prefix}/{path.parent.name}/{path.name}") for path in sources], 8) == 40
     names = fs.find(prefix)
     assert len(names) == 40
-    assert download(fs, [(name, tmp_path / "down" / name) for name in names], 8) == 40
+    assert download(fs, [(name, str(tmp_path / "down" / name)) for name in names], 8) == 40
     assert (tmp_path / "down" / prefix / "d3" / "f7.txt").read_text() == "7"
 
 

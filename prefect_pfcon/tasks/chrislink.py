@@ -99,13 +99,15 @@ class _Expansion:
 
     def expand_tree(self, directory: Path) -> None:
         """Expand every link under ``directory`` (entries snapshotted before changes)."""
-        for entry in sorted(directory.iterdir()):
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
             if entry.is_symlink():
                 continue
             if entry.is_dir():
-                self.expand_tree(entry)
-            elif entry.name.endswith(CHRISLINK_SUFFIX) and entry.exists():
-                self._expand_link(entry)
+                self.expand_tree(Path(entry.path))
+            elif entry.name.endswith(CHRISLINK_SUFFIX) and os.path.exists(entry.path):
+                self._expand_link(Path(entry.path))
 
     def _expand_link(self, link: Path) -> None:
         if not any(is_within(source, link) for source in self.expanded_sources):
@@ -162,7 +164,7 @@ def stage_inputs(
     """
     output = normalize_storage_path(output_dir)
     incoming.mkdir(parents=True, exist_ok=True)
-    pairs: dict[str, Path] = {}
+    pairs: dict[str, str] = {}
     links = 0
     for input_dir in input_dirs:
         rel = normalize_storage_path(input_dir)
@@ -172,7 +174,7 @@ def stage_inputs(
         collection.collect(rel, [rel])
         links += collection.links
         for file_rel in collection.files:
-            pairs.setdefault(file_rel, incoming / _incoming_name(file_rel, rel))
+            pairs.setdefault(file_rel, os.path.join(incoming, _incoming_name(file_rel, rel)))
     download(fs, list(pairs.items()), workers)
     logger.info("%d files fetched from the storage", len(pairs))
     expand_links(incoming)

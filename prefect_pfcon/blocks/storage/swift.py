@@ -77,7 +77,7 @@ class SwiftStorage(StorageBlock):
         objects.fs.mkdir(self.container_name)
         present = {name: entry["size"] for name, entry in objects.find(prefix, detail=True).items()}
         pairs = [
-            (outgoing / rel, posixpath.join(prefix, rel))
+            (str(outgoing / rel), posixpath.join(prefix, rel))
             for rel in list_output_files(outgoing, skip_chrislinks=True)
             if present.get(posixpath.join(prefix, rel)) != (outgoing / rel).stat().st_size
         ]

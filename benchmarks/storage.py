@@ -1,0 +1,179 @@
+"""Storage benchmark: stage-in and stage-out throughput of the storage blocks.
+
+Swift (the storage blocks' own stage_in / stage_out) beside the ``swift`` CLI with its default
+concurrency (10 object threads) on the same objects, for 1000 x 4 KiB and 1 x 200 MB; then the
+fslink copy step on a large local tree beside ``cp -a`` (byte copies, and with hard links).
+
+    ST_AUTH=http://127.0.0.1:8080/auth/v1.0 ST_USER=test:tester ST_KEY=testing \\
+        .venv/bin/python benchmarks/storage.py --work-dir /var/tmp/pfcon-bench
+
+Prints medians of ``--repeats`` runs; asserts nothing. Only the given Swift (loopback) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect_pfcon.blocks.storage import FSLinkStorage, SwiftStorage
+from prefect_pfcon.models import CopyJob, UploadJob
+
+CONTAINER = "pfcon-bench"
+SWIFT_CLI = str(Path(sys.executable).with_name("swift"))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A set of files to move: ``count`` files of ``size`` bytes."""
+
+    label: str
+    count: int
+    size: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.count * self.size
+
+    def write(self, root: Path) -> None:
+        for index in range(self.count):
+            path = root / f"d{index % 10}" / f"f{index:05d}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as out:
+                remaining = self.size
+                while remaining:
+                    chunk = os.urandom(min(remaining, 4 * 1024 * 1024))
+                    out.write(chunk)
+                    remaining -= len(chunk)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median_of(repeats: int, action: Callable[[int], object], cleanup: Callable[[], object]) -> float:
+    samples = []
+    for run in range(repeats):
+        cleanup()
+        os.sync()  # no write-back of an earlier run inside this one's timing
+        samples.append(timed(lambda: action(run)))
+    cleanup()
+    return statistics.median(samples)
+
+
+def report(label: str, dataset: Dataset, seconds: float, peer: str, peer_seconds: float) -> None:
+    def figures(elapsed: float) -> str:
+        return (f"{dataset.total_bytes / elapsed / 1e6:8.1f} MB/s {dataset.count / elapsed:8.1f} obj/s "
+                f"{elapsed:7.2f} s")
+
+    print(f"{label:<28} {dataset.label:<12} ours {figures(seconds)}")
+    print(f"{'':<28} {'':<12} {peer:<4} {figures(peer_seconds)}   ratio ours/{peer} "
+          f"{seconds / peer_seconds:.2f}")
+
+
+class SwiftBench:
+    """Swift stage-in / stage-out, ours against the swift CLI."""
+
+    def __init__(self, work: Path, repeats: int, workers: int) -> None:
+        self.work = work
+        self.repeats = repeats
+        self.storage = SwiftStorage(
+            store_base=str(work / "storeBase"),
+            auth_url=os.environ["ST_AUTH"],
+            username=os.environ["ST_USER"],
+            key=os.environ["ST_KEY"],
+            container_name=CONTAINER,
+            transfer_workers=workers,
+        )
+        self.objects = self.storage.objects()
+        self.objects.fs.mkdir(CONTAINER)
+        self.cli_auth = ["-A", os.environ["ST_AUTH"], "-U", os.environ["ST_USER"], "-K", os.environ["ST_KEY"]]
+
+    def run(self, dataset: Dataset) -> None:
+        tag = uuid.uuid4().hex[:6]
+        outgoing = self.storage.outgoing("bench-out")
+        shutil.rmtree(outgoing, ignore_errors=True)
+        dataset.write(outgoing)
+
+        def ours_out(run: int) -> None:
+            self.storage.stage_out(UploadJob(jid="bench-out", job_output_path=f"ours-{tag}-{run}"))
+
+        def cli_out(run: int) -> None:
+            subprocess.run([SWIFT_CLI, *self.cli_auth, "upload", CONTAINER, ".", "--object-name",
+                            f"cli-{tag}-{run}"], cwd=outgoing, check=True, stdout=subprocess.DEVNULL)
+
+        out_ours = median_of(self.repeats, ours_out, lambda: None)
+        out_cli = median_of(self.repeats, cli_out, lambda: None)
+        report("swift stage-out (upload)", dataset, out_ours, "cli", out_cli)
+
+        incoming = self.storage.incoming("bench-in")
+        cli_dir = self.work / "cli-download"
+
+        def ours_in(run: int) -> None:
+            self.storage.stage_in(CopyJob(jid="bench-in", input_dirs=[f"ours-{tag}-0"], output_dir="none"))
+
+        def cli_in(run: int) -> None:
+            subprocess.run([SWIFT_CLI, *self.cli_auth, "download", CONTAINER, "--prefix", f"ours-{tag}-0/",
+                            "-D", str(cli_dir)], check=True, stdout=subprocess.DEVNULL)
+
+        in_ours = median_of(self.repeats, ours_in, lambda: shutil.rmtree(incoming, ignore_errors=True))
+        in_cli = median_of(self.repeats, cli_in, lambda: shutil.rmtree(cli_dir, ignore_errors=True))
+        report("swift stage-in (download)", dataset, in_ours, "cli", in_cli)
+        for name in self.objects.find(""):
+            if tag in name:
+                self.objects.rm_file(name)
+
+
+def fslink_bench(work: Path, dataset: Dataset, repeats: int, workers: int) -> None:
+    """The fslink copy step on a local tree, beside ``cp -a`` of the same tree."""
+    store = work / "storeBase"
+    source = store / "home" / "bench" / "tree"
+    shutil.rmtree(source, ignore_errors=True)
+    dataset.write(source)
+    job = CopyJob(jid="bench-fslink", input_dirs=["home/bench/tree"], output_dir="home/bench/out")
+    target = work / "cp-copy"
+    for hardlink in (False, True):
+        storage = FSLinkStorage(store_base=str(store), transfer_workers=workers, hardlink_inputs=hardlink)
+        incoming = storage.incoming(job.jid)
+        ours = median_of(repeats, lambda run: storage.stage_in(job), lambda: shutil.rmtree(incoming, ignore_errors=True))
+        cp = median_of(repeats, lambda run: subprocess.run(["cp", "-a", str(source), str(target)], check=True),
+                       lambda: shutil.rmtree(target, ignore_errors=True))
+        report(f"fslink copy ({'hard links' if hardlink else 'byte copies'})", dataset, ours, "cp", cp)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("/var/tmp/pfcon-bench"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=10, help="transfer_workers of the blocks")
+    parser.add_argument("--small", type=int, default=1000, help="number of 4 KiB objects")
+    parser.add_argument("--large-mb", type=int, default=200)
+    parser.add_argument("--tree-files", type=int, default=10000, help="files in the fslink tree")
+    parser.add_argument("--skip-swift", action="store_true", help="only the fslink figures")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.work_dir, ignore_errors=True)
+    args.work_dir.mkdir(parents=True)
+    print(f"median of {args.repeats} runs, {args.workers} transfer workers, {os.cpu_count()} CPUs")
+    if not args.skip_swift:
+        swift = SwiftBench(args.work_dir, args.repeats, args.workers)
+        swift.run(Dataset(f"{args.small}x4KiB", args.small, 4096))
+        swift.run(Dataset(f"1x{args.large_mb}MB", 1, args.large_mb * 1_000_000))
+    fslink_bench(args.work_dir, Dataset(f"{args.tree_files}x16KiB", args.tree_files, 16384), args.repeats,
+                 args.workers)
+    fslink_bench(args.work_dir, Dataset("4x50MB", 4, 50_000_000), args.repeats, args.workers)
+    shutil.rmtree(args.work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
