@@ -2,7 +2,9 @@
 
 Runs N complete job lifecycles as CUBE drives them (copy → plugin → file listing → upload →
 delete → four DELETEs, each step polled), first one after another, then N at once, and prints
-POST and status-GET latency percentiles, end-to-end time per job and throughput.
+POST and status-GET latency percentiles, plugin submit-to-running time, end-to-end time per
+job and throughput. The backend (e.g. fslink/slurm) is read from the server info, so Slurm
+figures sit beside Docker's with --compare-url pointing at a second service.
 
     python benchmarks/lifecycle.py --store-base /var/local/storeBase -n 10
     python benchmarks/lifecycle.py --url http://127.0.0.1:30006/api/v1/ --store-base /srv/sb \\
@@ -49,6 +51,7 @@ class Samples:
     post: list[float] = field(default_factory=list)
     get: list[float] = field(default_factory=list)
     end_to_end: list[float] = field(default_factory=list)
+    submit_to_running: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,9 +91,13 @@ class Session:
             raise RuntimeError(f"POST {collection}: {response.status_code} {response.text}")
         return response.json()["compute"]
 
-    def wait(self, collection: str, jid: str, first: dict, poll: float) -> dict:
+    def wait(self, collection: str, jid: str, first: dict, poll: float, submitted: float | None = None) -> dict:
+        """Poll until terminal; with ``submitted`` (a POST's start), record submit→running."""
         deadline, compute = time.monotonic() + self.timeout, first
         while compute["status"] not in TERMINAL:
+            if submitted is not None and compute["status"] != "notStarted":
+                self.samples.add("submit_to_running", time.perf_counter() - submitted)
+                submitted = None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{collection} {jid} still {compute['status']}")
             time.sleep(poll)
@@ -134,7 +141,8 @@ def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float
         plugin.update(input_dirs=[input_dir], output_dir=output_dir)
     else:
         files = {"data_file": ("data.zip", zipped(target.store_base / input_dir))}
-    session.wait("pluginjobs", jid, session.submit("pluginjobs", plugin, files), poll)
+    submitted = time.perf_counter()
+    session.wait("pluginjobs", jid, session.submit("pluginjobs", plugin, files), poll, submitted)
     query = f"?job_output_path={output_dir}" if info["pfcon_innetwork"] else ""
     session.request("GET", f"pluginjobs/{jid}/file/{query}").raise_for_status()
     if info["requires_upload_job"]:
@@ -203,6 +211,7 @@ def measure(target: Target, args: argparse.Namespace) -> dict[str, dict[str, flo
     concurrent, wall = run_phase(target, args.jobs, args.concurrency or args.jobs, args)
     figures["POST"] = summary(sequential.post + concurrent.post)
     figures["GET"] = summary(sequential.get + concurrent.get)
+    figures["e2e submit→running"] = summary(sequential.submit_to_running + concurrent.submit_to_running)
     figures["e2e sequential"] = summary(sequential.end_to_end)
     figures["e2e concurrent"] = summary(concurrent.end_to_end)
     figures["throughput"] = {"jobs/min": len(concurrent.end_to_end) / wall * 60}
@@ -230,6 +239,11 @@ def print_table(label: str, figures: dict[str, dict[str, float]], other: dict | 
         print(f"  {metric:<15} " + "  ".join(cells))
 
 
+def backend(target: Target) -> str:
+    """``storage/compute`` of a measured server, from its server info."""
+    return f"{target.info.get('storage_env')}/{target.info.get('container_env')}"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:30006/api/v1/")
@@ -250,14 +264,17 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    ours = measure(Target(args.url, args.store_base, args.user, args.password), args)
-    theirs = None
+    ours_target = Target(args.url, args.store_base, args.user, args.password)
+    ours = measure(ours_target, args)
+    theirs = theirs_target = None
     if args.compare_url:
         store = args.compare_store_base or args.store_base
-        theirs = measure(Target(args.compare_url, store, args.user, args.password), args)
-    print_table(f"{args.label} ({args.url})" + (" — ratios ours/theirs" if theirs else ""), ours, theirs)
-    if theirs:
-        print_table(f"{args.compare_label} ({args.compare_url})", theirs)
+        theirs_target = Target(args.compare_url, store, args.user, args.password)
+        theirs = measure(theirs_target, args)
+    print_table(f"{args.label} ({args.url}, {backend(ours_target)})" + (" — ratios ours/theirs" if theirs else ""),
+                ours, theirs)
+    if theirs_target and theirs:
+        print_table(f"{args.compare_label} ({args.compare_url}, {backend(theirs_target)})", theirs)
 
 
 if __name__ == "__main__":

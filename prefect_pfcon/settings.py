@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
-ContainerEnv = Literal["docker"]
+ContainerEnv = Literal["docker", "slurm"]
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -57,6 +57,14 @@ class PfconSettings(BaseSettings):
     ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
     remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
+
+    slurm_work_dir: Path | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
+    slurm_runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")
+    slurm_runtime_options: str = Field("", validation_alias="PFCON_SLURM_RUNTIME_OPTIONS")
+    slurm_partition: str | None = Field(None, validation_alias="PFCON_SLURM_PARTITION")
+    slurm_account: str | None = Field(None, validation_alias="PFCON_SLURM_ACCOUNT")
+    slurm_time_limit: str | None = Field(None, validation_alias="PFCON_SLURM_TIME_LIMIT")
+    slurm_sbatch_options: str = Field("", validation_alias="PFCON_SLURM_SBATCH_OPTIONS")
 
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
     runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")

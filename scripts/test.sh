@@ -4,9 +4,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/prepare.sh"
 source "$PFCON_LIB/swift.sh"
+source "$PFCON_LIB/slurm.sh"
 
-trap 'stop_swift; stop_dockerd' EXIT
+trap 'stop_slurm; stop_swift; stop_dockerd' EXIT
 prepare_machine
 start_swift
+start_slurm
 cd "$PFCON_REPO"
 "$PFCON_VENV/bin/python" -m pytest "$@"

@@ -143,10 +143,12 @@ def filesystem_service(session_tmp: Path, fslink_service: Service) -> Iterator[S
     _stop(service)
 
 
-def _start_replica(session_tmp: Path, primary: Service, storage: str, env: dict[str, str]) -> Service:
+def _start_replica(
+    session_tmp: Path, primary: Service, storage: str, env: dict[str, str], name: str | None = None
+) -> Service:
     """Another service with ``storage`` on the primary's Prefect server."""
     shared = {"PREFECT_API_URL": primary.prefect_api_url, "PREFECT_HOME": str(session_tmp / "prefect-home")}
-    return _start_service(session_tmp, storage, storage, {**shared, **env}, 0)
+    return _start_service(session_tmp, name or storage, storage, {**shared, **env}, 0)
 
 
 @pytest.fixture(scope="session")
@@ -175,6 +177,16 @@ def zipfile_service(session_tmp: Path, fslink_service: Service) -> Iterator[Serv
     service = _start_replica(
         session_tmp, fslink_service, "zipfile", {"PFCON_ZIP_MAX_UNPACKED_MB": str(ZIP_LIMIT_MB)}
     )
+    yield service
+    _stop(service)
+
+
+@pytest.fixture(scope="session")
+def slurm_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
+    """fslink storage with plugins run as jobs of the real Slurm the test command starts."""
+    if subprocess.run(["sinfo", "--noheader"], capture_output=True).returncode != 0:
+        raise RuntimeError("Slurm is not running: run the tests with scripts/test.sh, which starts it")
+    service = _start_replica(session_tmp, fslink_service, "fslink", {"CONTAINER_ENV": "slurm"}, name="slurm")
     yield service
     _stop(service)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,21 @@ def storage_from_settings(settings: PfconSettings) -> StorageBlock:
     )
 
 
+def _compute_backend_options(settings: PfconSettings) -> dict[str, Any]:
+    """Fields only one compute backend has (Slurm's site options)."""
+    if settings.container_env == "slurm":
+        return {
+            "work_dir": str(settings.slurm_work_dir or settings.state_dir / "slurm"),
+            "runtime": settings.slurm_runtime,
+            "runtime_options": shlex.split(settings.slurm_runtime_options),
+            "partition": settings.slurm_partition,
+            "account": settings.slurm_account,
+            "time_limit": settings.slurm_time_limit,
+            "sbatch_options": shlex.split(settings.slurm_sbatch_options),
+        }
+    return {}
+
+
 def compute_from_settings(settings: PfconSettings) -> ComputeBlock:
     """The compute block the settings describe (``CONTAINER_ENV``, ``JOB_LABELS`` ...)."""
     return COMPUTE_BLOCKS[settings.container_env](
@@ -48,6 +64,7 @@ def compute_from_settings(settings: PfconSettings) -> ComputeBlock:
         ignore_limits=settings.ignore_limits,
         remove_jobs=settings.remove_jobs,
         network_mode=settings.network_mode,
+        **_compute_backend_options(settings),
     )
 
 

@@ -3,6 +3,7 @@
 
 PFCON_STATE_DIR="${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}"
 DOCKERD_PIDFILE="$PFCON_STATE_DIR/dockerd.pid"
+DOCKERD_STARTED_HERE=0
 
 ensure_docker_installed() {
   if command -v dockerd >/dev/null && command -v busybox >/dev/null; then
@@ -20,6 +21,7 @@ start_dockerd() {
   mkdir -p "$PFCON_STATE_DIR"
   dockerd >"$PFCON_STATE_DIR/dockerd.log" 2>&1 &
   echo $! >"$DOCKERD_PIDFILE"
+  DOCKERD_STARTED_HERE=1
   for _ in $(seq 1 120); do
     docker version >/dev/null 2>&1 && return
     sleep 0.5
@@ -28,8 +30,9 @@ start_dockerd() {
   return 1
 }
 
+# Stop the daemon only if start_dockerd started it in this shell.
 stop_dockerd() {
-  [ -f "$DOCKERD_PIDFILE" ] || return 0
+  [ "$DOCKERD_STARTED_HERE" = 1 ] && [ -f "$DOCKERD_PIDFILE" ] || return 0
   local pid
   pid="$(cat "$DOCKERD_PIDFILE")"
   kill "$pid" 2>/dev/null || true

@@ -2,8 +2,11 @@
 
 from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeError, ContainerJob, ContainerState
 from prefect_pfcon.blocks.compute.docker import DockerCompute
+from prefect_pfcon.blocks.compute.slurm import SlurmCompute
 
-COMPUTE_BLOCKS: dict[str, type[ComputeBlock]] = {cls.container_env: cls for cls in (DockerCompute,)}
+COMPUTE_BLOCKS: dict[str, type[ComputeBlock]] = {
+    cls.container_env: cls for cls in (DockerCompute, SlurmCompute)
+}
 
 __all__ = [
     "COMPUTE_BLOCKS",
@@ -12,4 +15,5 @@ __all__ = [
     "ContainerJob",
     "ContainerState",
     "DockerCompute",
+    "SlurmCompute",
 ]

@@ -1,0 +1,308 @@
+"""SLURM compute: each plugin container runs inside a Slurm batch job named after the jid.
+
+Only Slurm's command-line tools are used (``sbatch``, ``squeue``, ``sacct``, ``scontrol``,
+``scancel``). Each job leaves its files in ``work_dir``: the generated batch script, its
+output (the plugin's logs), the container's exit code (written by the script: ``sacct`` of
+Slurm 22.05 misreports codes over 128, such as 137 for an out-of-memory kill) and a small
+JSON record (Slurm job id, labels) through which a restarted runner finds the job again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from pydantic import Field
+
+from prefect_pfcon.blocks.compute.base import (
+    ZERO_TIME,
+    ComputeBlock,
+    ComputeError,
+    ContainerJob,
+    ContainerState,
+    ContainerUser,
+)
+from prefect_pfcon.models import JobStatus, PluginJob
+from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+
+WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
+ACTIVE_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}
+POLL_SECONDS = 0.5
+CONTAINER_VAR = "$CONTAINER"  # the script names the container after the jid and the Slurm job id
+
+
+class SlurmJob(NamedTuple):
+    """What Slurm reports of a job: state, exit code (``rc`` or 128 + signal), times."""
+
+    state: str
+    exit_code: int | None
+    start: str
+    end: str
+    time_limit: str
+
+
+def job_status(state: str) -> JobStatus:
+    """pfcon's status of a Slurm job state."""
+    if state in WAITING_STATES:
+        return JobStatus.NOT_STARTED
+    if state in ACTIVE_STATES:
+        return JobStatus.STARTED
+    if state == "COMPLETED":
+        return JobStatus.FINISHED_SUCCESSFULLY
+    return JobStatus.FINISHED_WITH_ERROR if state else JobStatus.UNDEFINED
+
+
+def exit_code(text: str) -> int | None:
+    """Slurm's ``rc:signal`` as one code (a signal ``n`` gives ``128 + n``)."""
+    code, _, signal = text.partition(":")
+    if not code.isdigit():
+        return None
+    return 128 + int(signal) if signal.isdigit() and int(signal) else int(code)
+
+
+def rfc3339(slurm_time: str) -> str | None:
+    """A Slurm local time (``2026-11-22T18:04:51``) in UTC RFC 3339, or ``None`` if unset."""
+    try:
+        return datetime.fromisoformat(slurm_time).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+
+
+def describe(job_id: str, job: SlurmJob) -> str:
+    """The status ``message``: the Slurm job and why it ended, when it did not succeed."""
+    text = f"Slurm job {job_id} {job.state}"
+    if job.state == "TIMEOUT":
+        return f"{text} (time limit {job.time_limit})"
+    if job.state in ("FAILED", "OUT_OF_MEMORY") and job.exit_code is not None:
+        return f"{text} (exit code {job.exit_code})"
+    return text
+
+
+class SlurmCompute(ComputeBlock):
+    """Run plugin containers as Slurm batch jobs (``CONTAINER_ENV=slurm``).
+
+    The batch script runs the image with the node's container runtime (docker or podman),
+    ``/share/incoming`` read-only and ``/share/outgoing`` bound, networking off and the
+    memory limit enforced by the runtime; cancelling the Slurm job stops the container.
+    """
+
+    _block_type_name = "pfcon slurm compute"
+    _block_type_slug = "pfcon-slurm-compute"
+    _description = "Runs ChRIS plugin containers as Slurm batch jobs, through Slurm's CLI."
+
+    container_env: ClassVar[str] = "slurm"
+    compute_volume_type: ClassVar[str] = "host"
+
+    work_dir: str = Field(
+        "/var/tmp/prefect-pfcon/slurm",
+        description="Where batch scripts, job outputs and job records are kept; must be "
+        "shared with the compute nodes on a multi-node cluster.",
+    )
+    runtime: str = Field("docker", description="Container runtime on the nodes: docker or podman.")
+    runtime_options: list[str] = Field(
+        default_factory=list,
+        description="Extra `run` options for the runtime (e.g. podman's --runtime runc).",
+    )
+    network_mode: str = Field("none", description="Network of plugin containers (none by default).")
+    partition: str | None = Field(None, description="sbatch --partition.")
+    account: str | None = Field(None, description="sbatch --account.")
+    time_limit: str | None = Field(None, description="sbatch --time, in Slurm's format (e.g. 60 or 1:00:00).")
+    sbatch_options: list[str] = Field(default_factory=list, description="Extra sbatch options.")
+
+    # ----- files of a job ----------------------------------------------------------------
+
+    def _path(self, name: str, suffix: str) -> Path:
+        return Path(self.work_dir) / f"{name}{suffix}"
+
+    def _record(self, name: str) -> dict | None:
+        try:
+            return json.loads(self._path(name, ".json").read_text())
+        except FileNotFoundError:
+            return None
+
+    # ----- submitting --------------------------------------------------------------------
+
+    def plugin_post_error(self, job: PluginJob) -> str | None:
+        if job.number_of_workers != 1:
+            return (
+                "Compute environment only supports number_of_workers=1, "
+                f"got number_of_workers={job.number_of_workers}"
+            )
+        return None
+
+    def run_command(self, job: ContainerJob) -> list[str]:
+        """The runtime's ``run`` command for the plugin (the name is set by the script)."""
+        command = [self.runtime, "run", "--rm", "--name", CONTAINER_VAR, "--network", self.network_mode]
+        command += ["-v", f"{job.incoming}:{INCOMING}:ro", "-v", f"{job.outgoing}:{OUTGOING}:rw"]
+        if not self.ignore_limits:
+            memory = f"{job.memory_limit}m"
+            command += ["--memory", memory, "--memory-swap", memory, "--cpus", str(job.cpu_limit / 1000)]
+        if job.gpu_limit > 0:
+            command += ["--gpus", str(job.gpu_limit)]
+        if self.shm_size:
+            command += ["--shm-size", f"{self.shm_size}m"]
+        user = ContainerUser.parse(self.container_user)
+        if user and user.uid:
+            command += ["--user", user.uid]
+        if user and user.gid:
+            command += ["--group-add", user.gid]
+        for key, value in {**self.job_labels, **job.labels}.items():
+            command += ["--label", f"{key}={value}"]
+        for entry in job.env:
+            command += ["--env", entry]
+        return [*command, *self.runtime_options, job.image, *job.command]
+
+    def batch_script(self, job: ContainerJob) -> str:
+        """The batch script: run the container, stop it if the Slurm job is cancelled."""
+        run = " ".join(f'"{part}"' if part == CONTAINER_VAR else shlex.quote(part) for part in self.run_command(job))
+        runtime = shlex.quote(self.runtime)
+        return (
+            "#!/bin/bash\n"
+            f"# prefect-pfcon plugin job {job.name}\n"
+            f'CONTAINER={shlex.quote(job.name)}-slurm-"$SLURM_JOB_ID"\n'
+            f"trap '{runtime} rm -f \"$CONTAINER\" >/dev/null 2>&1; exit 143' TERM INT\n"
+            f"{run} &\n"
+            "wait $!\n"
+            "code=$?\n"
+            f'echo "$code" > {shlex.quote(str(self._path(job.name, ".exit")))}\n'
+            'exit "$code"\n'
+        )
+
+    def sbatch_command(self, job: ContainerJob) -> list[str]:
+        """``sbatch`` with the job's resources and the block's site options."""
+        command = [
+            "sbatch", "--parsable", "--export=NONE", f"--job-name={job.name}",
+            f"--output={self._path(job.name, '.log')}", f"--chdir={self.work_dir}",
+        ]
+        if not self.ignore_limits:
+            command += [f"--cpus-per-task={max(1, math.ceil(job.cpu_limit / 1000))}", f"--mem={job.memory_limit}M"]
+        if job.gpu_limit > 0:
+            command.append(f"--gres=gpu:{job.gpu_limit}")
+        for option, value in (("--partition", self.partition), ("--account", self.account), ("--time", self.time_limit)):
+            if value:
+                command.append(f"{option}={value}")
+        return [*command, *self.sbatch_options, str(self._path(job.name, ".sbatch"))]
+
+    def submit(self, job: ContainerJob) -> None:
+        Path(self.work_dir).mkdir(parents=True, exist_ok=True)
+        for stale in (".log", ".exit"):
+            self._path(job.name, stale).unlink(missing_ok=True)
+        script = self._path(job.name, ".sbatch")
+        script.write_text(self.batch_script(job))
+        result = subprocess.run(self.sbatch_command(job), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ComputeError(f"sbatch refused the job: {result.stderr.strip()}")
+        record = {"job_id": result.stdout.strip().split(";")[0], "labels": {**self.job_labels, **job.labels}}
+        self._path(job.name, ".json").write_text(json.dumps(record))
+
+    # ----- observing ---------------------------------------------------------------------
+
+    def slurm_job(self, job_id: str) -> SlurmJob | None:
+        """The job as ``squeue`` shows it, else ``sacct``, else ``scontrol show job``."""
+        queued = _run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%S|%l"])
+        if queued:
+            state, start, limit = queued.split("|")
+            return SlurmJob(state, None, start, "", limit)
+        accounted = _run(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={job_id}",
+                          "--format=State,ExitCode,Start,End,Timelimit"])
+        if accounted:
+            state, code, start, end, limit = accounted.splitlines()[0].split("|")
+            return SlurmJob(state.split(" ")[0], exit_code(code), start, end, limit)
+        shown = _run(["scontrol", "show", "job", job_id, "--oneliner"])
+        if shown:
+            fields = dict(token.split("=", 1) for token in shown.split() if "=" in token)
+            return SlurmJob(fields.get("JobState", ""), exit_code(fields.get("ExitCode", "")),
+                            fields.get("StartTime", ""), fields.get("EndTime", ""), fields.get("TimeLimit", ""))
+        return None
+
+    def _job(self, name: str) -> tuple[dict, SlurmJob | None] | None:
+        """The job's record and Slurm's view of it, with the container's own exit code."""
+        record = self._record(name)
+        if record is None:
+            return None
+        job = self.slurm_job(record["job_id"])
+        try:
+            code = int(self._path(name, ".exit").read_text())
+        except (FileNotFoundError, ValueError):
+            return record, job
+        return record, job._replace(exit_code=code) if job else None
+
+    def state(self, name: str) -> ContainerState | None:
+        found = self._job(name)
+        if found is None:
+            return None
+        record, job = found
+        if job is None:
+            return ContainerState(JobStatus.UNDEFINED, f"Slurm job {record['job_id']} is unknown to Slurm",
+                                  ZERO_TIME, None, record["labels"])
+        status = job_status(job.state)
+        ended = None if status.is_active else rfc3339(job.end)
+        return ContainerState(status, describe(record["job_id"], job), ended or rfc3339(job.start) or ZERO_TIME,
+                              job.exit_code, record["labels"])
+
+    def logs(self, name: str) -> str:
+        try:
+            with self._path(name, ".log").open(errors="replace") as output:
+                return "".join(deque(output, maxlen=self.logs_tail))
+        except FileNotFoundError:
+            return ""
+
+    def follow_logs(self, name: str) -> Iterator[str]:
+        position, pending = 0, b""
+        while True:
+            finished = self._finished(name)
+            try:
+                with self._path(name, ".log").open("rb") as output:
+                    output.seek(position)
+                    data = output.read()
+                    position = output.tell()
+            except FileNotFoundError:
+                data = b""
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            yield from (line.decode("utf-8", errors="replace") for line in lines)
+            if finished:
+                break
+            time.sleep(POLL_SECONDS)
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+
+    def _finished(self, name: str) -> bool:
+        state = self.state(name)
+        return state is None or not state.status.is_active
+
+    def wait(self, name: str) -> int:
+        """The container's exit code; a job Slurm ended otherwise (time limit, cancel,
+        node failure) raises ``ComputeError`` saying so."""
+        while not self._finished(name):
+            time.sleep(POLL_SECONDS)
+        record, job = self._job(name) or ({}, None)
+        if job is None:
+            raise ComputeError(f"Slurm job {name} was removed before it finished")
+        if job.state == "COMPLETED":
+            return 0
+        if job.state in ("FAILED", "OUT_OF_MEMORY") and job.exit_code:
+            return job.exit_code
+        raise ComputeError(describe(record["job_id"], job))
+
+    def remove(self, name: str) -> None:
+        record = self._record(name)
+        if record is None:
+            return
+        _run(["scancel", record["job_id"]])
+        for suffix in (".json", ".sbatch", ".log", ".exit"):
+            self._path(name, suffix).unlink(missing_ok=True)
+
+
+def _run(command: list[str]) -> str:
+    """A Slurm command's output, stripped; empty when it fails (e.g. an unknown job id)."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""

@@ -1,0 +1,135 @@
+"""The Slurm compute block on the real single-node Slurm: plugin containers as Slurm jobs."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SlurmCompute
+from prefect_pfcon.models import JobStatus
+
+BUSYBOX = "local/busybox:test"
+
+
+@pytest.fixture
+def mounts(session_tmp: Path) -> tuple[Path, Path]:
+    base = session_tmp / f"slurm-{uuid.uuid4().hex[:6]}"
+    (base / "in").mkdir(parents=True)
+    (base / "out").mkdir()
+    (base / "in" / "a.txt").write_text("input\n")
+    return base / "in", base / "out"
+
+
+@pytest.fixture
+def slurm(session_tmp: Path) -> SlurmCompute:
+    return SlurmCompute(work_dir=str(session_tmp / "slurm-work"), job_labels={"org.test.suite": "prefect-pfcon"})
+
+
+def container_job(mounts, script: str, memory_limit: int = 200) -> ContainerJob:
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    return ContainerJob(
+        name=name, image=BUSYBOX, command=["sh", "-c", script], env=["GREETING=hello world"],
+        cpu_limit=1000, memory_limit=memory_limit, gpu_limit=0, number_of_workers=1,
+        incoming=mounts[0], outgoing=mounts[1], labels={"org.chrisproject.jid": name},
+    )
+
+
+def containers_named(prefix: str) -> list[str]:
+    names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    return [name for name in names if name.startswith(prefix)]
+
+
+def sacct(name: str) -> list[str]:
+    return subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", f"--name={name}",
+                           "--format=JobName,State,ReqMem,AllocCPUS"], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def test_plugin_runs_as_a_slurm_job(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, 'echo start; cp /share/incoming/a.txt /share/outgoing/; echo "$GREETING"; '
+                                'touch /share/incoming/x 2>/dev/null || echo read-only; echo done')
+    slurm.submit(job)
+    state = slurm.state(job.name)
+    assert state.status in (JobStatus.NOT_STARTED, JobStatus.STARTED)
+    assert state.labels == {"org.test.suite": "prefect-pfcon", "org.chrisproject.jid": job.name}
+    assert list(slurm.follow_logs(job.name)) == ["start", "hello world", "read-only", "done"]
+    assert slurm.wait(job.name) == 0
+    state = slurm.state(job.name)
+    assert (state.status, state.exit_code) == (JobStatus.FINISHED_SUCCESSFULLY, 0)
+    assert state.message.endswith("COMPLETED") and state.timestamp.endswith("Z")
+    assert (mounts[1] / "a.txt").read_text() == "input\n"
+    assert slurm.logs(job.name) == "start\nhello world\nread-only\ndone\n"
+    deadline = time.monotonic() + 10  # sacct rows arrive about a second after the job ends
+    while not sacct(job.name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sacct(job.name) == [f"{job.name}|COMPLETED|200M|1"]
+    assert containers_named(job.name) == []  # the runtime removed its container
+
+
+def test_failing_plugin_reports_its_exit_code(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, "echo failing >&2; exit 3")
+    slurm.submit(job)
+    assert slurm.wait(job.name) == 3
+    state = slurm.state(job.name)
+    assert state.status is JobStatus.FINISHED_WITH_ERROR
+    assert state.message.endswith("FAILED (exit code 3)")
+    assert slurm.logs(job.name) == "failing\n"
+
+
+def test_memory_hog_is_killed_by_its_limit(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, "echo hog; x=a; while true; do x=$x$x; done", memory_limit=32)
+    slurm.submit(job)
+    assert slurm.wait(job.name) == 137
+    assert slurm.state(job.name).message.endswith("FAILED (exit code 137)")
+
+
+def test_time_limit_ends_the_job(session_tmp: Path, mounts):
+    slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), time_limit="1")  # Slurm counts whole minutes
+    job = container_job(mounts, "echo sleeping; sleep 600")
+    slurm.submit(job)
+    with pytest.raises(ComputeError, match=r"TIMEOUT \(time limit 00:01:00\)"):
+        slurm.wait(job.name)
+    assert slurm.state(job.name).status is JobStatus.FINISHED_WITH_ERROR
+    deadline = time.monotonic() + 20
+    while containers_named(job.name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert containers_named(job.name) == []  # the trap stopped the container
+
+
+def test_remove_cancels_the_job_and_stops_its_container(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, "echo running; sleep 600")
+    slurm.submit(job)
+    deadline = time.monotonic() + 30
+    while not containers_named(job.name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert containers_named(job.name) == [f"{job.name}-slurm-{slurm._record(job.name)['job_id']}"]
+    slurm.remove(job.name)
+    assert slurm.state(job.name) is None
+    deadline = time.monotonic() + 20
+    while containers_named(job.name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert containers_named(job.name) == []
+    slurm.remove(job.name)  # absent: no error
+
+
+def test_a_new_block_instance_finds_the_job_again(slurm: SlurmCompute, session_tmp: Path, mounts):
+    job = container_job(mounts, "echo once")
+    slurm.submit(job)
+    restarted = SlurmCompute(work_dir=str(session_tmp / "slurm-work"))
+    assert restarted.wait(job.name) == 0
+    assert restarted.state(job.name).labels["org.chrisproject.jid"] == job.name
+    assert restarted.logs(job.name) == "once\n"
+
+
+def test_sbatch_gets_the_site_options_and_gpus(session_tmp: Path, mounts):
+    slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), partition="debug", account="root",
+                         time_limit="10", sbatch_options=["--nice=0"])
+    job = container_job(mounts, "true")
+    command = slurm.sbatch_command(ContainerJob(**{**job.__dict__, "gpu_limit": 1, "cpu_limit": 1500}))
+    assert command[-6:-1] == ["--gres=gpu:1", "--partition=debug", "--account=root", "--time=10", "--nice=0"]
+    assert "--cpus-per-task=2" in command and "--mem=200M" in command
