@@ -101,3 +101,51 @@ class DeleteJob(Limits):
     """Parameters of a delete step: remove the job's key dir."""
 
     jid: str
+
+
+# ----- whole jobs, as operators start them from the Prefect UI -------------------------------
+
+
+class PluginSpec(BaseModel):
+    """A ChRIS plugin and how to run it (the fields CUBE sends in a plugin POST)."""
+
+    image: str = Field(description="Plugin image on the compute backend, e.g. fnndsc/pl-simpledsapp.")
+    entrypoint: list[str] = Field(description="Command prefix, e.g. ['simpledsapp'].")
+    args: list[str] = Field(default_factory=list, description="Plugin arguments, e.g. ['--prefix', 'le'].")
+    args_path_flags: list[str] = Field(
+        default_factory=list, description="Flags whose following value is replaced by /share/incoming."
+    )
+    type: Literal["fs", "ds", "ts"] = Field("ds", description="Plugin type: ds reads inputs, fs does not.")
+    env: list[str] = Field(default_factory=list, description="KEY=value environment entries.")
+    cpu_limit: int = Field(1000, description="CPU limit in millicores (1000 = one CPU).")
+    memory_limit: int = Field(300, description="Memory limit in MiB.")
+    gpu_limit: int = Field(0, description="Number of GPUs.")
+    number_of_workers: int = Field(1, description="Parallel workers (docker and slurm: exactly 1).")
+
+
+class ChrisJob(BaseModel):
+    """One whole pfcon job: stage the inputs, run the plugin, upload, clean up."""
+
+    plugin: PluginSpec = Field(description="The plugin to run.")
+    input_dirs: list[str] = Field(description="Storage paths of the inputs, e.g. ['home/alice/uploads'].")
+    output_dir: str = Field(description="Storage path the outputs go to, e.g. 'home/alice/feeds/out'.")
+    jid: str | None = Field(
+        None, description="Job id (also the container name); default: derived from the flow run."
+    )
+
+    def plugin_job(self, jid: str) -> PluginJob:
+        """The plugin step's parameters."""
+        return PluginJob(
+            jid=jid, input_dirs=self.input_dirs, output_dir=self.output_dir, **self.plugin.model_dump()
+        )
+
+
+class InputSelection(BaseModel):
+    """Existing inputs to reprocess: listed storage paths, a glob over the storage, or both."""
+
+    dirs: list[str] = Field(default_factory=list, description="Storage paths, e.g. ['home/alice/uploads/s1'].")
+    glob: str | None = Field(
+        None,
+        description="Storage paths matching this glob (on the storeBase, or object prefixes in "
+        "Swift), e.g. 'home/*/uploads/*'.",
+    )

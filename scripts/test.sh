@@ -5,10 +5,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/prepare.sh"
 source "$PFCON_LIB/swift.sh"
 source "$PFCON_LIB/slurm.sh"
+source "$PFCON_LIB/postgres.sh"
 
-trap 'stop_slurm; stop_swift; stop_dockerd' EXIT
+trap 'stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
 prepare_machine
 start_swift
 start_slurm
+start_postgres
 cd "$PFCON_REPO"
 "$PFCON_VENV/bin/python" -m pytest "$@"

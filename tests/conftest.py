@@ -45,6 +45,7 @@ class Service:
     prefect_api_url: str
     process: subprocess.Popen[str]
     output: list[str]
+    database: str = ""
 
     def token(self) -> str:
         return Client.get_auth_token(self.url + "auth-token/", "pfcon", "pfcon1234")
@@ -189,6 +190,26 @@ def slurm_service(session_tmp: Path, fslink_service: Service) -> Iterator[Servic
     service = _start_replica(session_tmp, fslink_service, "fslink", {"CONTAINER_ENV": "slurm"}, name="slurm")
     yield service
     _stop(service)
+
+
+@pytest.fixture(scope="session")
+def postgres_service(session_tmp: Path) -> Iterator[Service]:
+    """The embedded default with its Prefect server on PostgreSQL (a fresh database)."""
+    base_url = os.environ.get("PFCON_TEST_POSTGRES_URL")
+    if not base_url:
+        raise RuntimeError("PFCON_TEST_POSTGRES_URL unset: run the tests with scripts/test.sh, which starts PostgreSQL")
+    server, _, _ = base_url.rpartition("/")
+    database = f"prefect_tests_{os.getpid()}"
+    host_port = server.rsplit("@", 1)[1]
+    psql = ["psql", "-h", host_port.split(":")[0], "-p", host_port.split(":")[1], "-U", "postgres", "-q", "-c"]
+    subprocess.run([*psql, f"CREATE DATABASE {database}"], check=True)
+    env = {"PREFECT_API_DATABASE_CONNECTION_URL": f"{server}/{database}",
+           "PREFECT_HOME": str(session_tmp / "prefect-home-postgres")}
+    service = _start_service(session_tmp, "postgres", "fslink", env, free_port())
+    service.database = database
+    yield service
+    _stop(service)
+    subprocess.run([*psql, f"DROP DATABASE {database} WITH (FORCE)"], check=False)
 
 
 def wait_status(client: Client, job_type, jid: str, timeout: float = 120) -> dict:

@@ -1,4 +1,7 @@
-"""Prefect blocks of prefect-pfcon: storage and compute, loaded by name."""
+"""Prefect blocks of prefect-pfcon: storage and compute, loaded by name.
+
+Register them with ``prefect block register -m prefect_pfcon.blocks`` (``up`` does it too).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 
-from prefect_pfcon.blocks.compute import COMPUTE_BLOCKS, ComputeBlock, DockerCompute
+from prefect_pfcon.blocks.compute import COMPUTE_BLOCKS, ComputeBlock, DockerCompute, SlurmCompute
 from prefect_pfcon.blocks.storage import (
     STORAGE_BLOCKS,
     FilesystemStorage,
     FSLinkStorage,
     StorageBlock,
+    SwiftStorage,
+    ZipfileStorage,
 )
 
 BlockT = TypeVar("BlockT", bound=Block)
@@ -51,7 +56,10 @@ __all__ = [
     "DockerCompute",
     "FSLinkStorage",
     "FilesystemStorage",
+    "SlurmCompute",
     "StorageBlock",
+    "SwiftStorage",
+    "ZipfileStorage",
     "load_compute",
     "load_storage",
 ]

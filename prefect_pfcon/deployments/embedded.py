@@ -10,7 +10,7 @@ import uvicorn
 from prefect.client.orchestration import get_client
 
 from prefect_pfcon.deployments.api.app import API, create_app
-from prefect_pfcon.deployments.registry import apply_step_deployments, save_blocks
+from prefect_pfcon.deployments.registry import apply_deployments, save_blocks
 from prefect_pfcon.deployments.runner import EmbeddedRunner
 from prefect_pfcon.deployments.server import LocalPrefectServer
 from prefect_pfcon.settings import PfconSettings
@@ -25,7 +25,7 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
             server.start()
             await server.wait_ready()
         await save_blocks(settings)
-        flows = await apply_step_deployments()
+        flows = await apply_deployments()
         async with get_client() as client:
             runner = EmbeddedRunner(
                 client, flows, settings.runner_concurrency, settings.runner_poll_seconds

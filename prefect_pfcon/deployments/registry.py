@@ -7,10 +7,13 @@ from typing import Any
 from uuid import UUID
 
 from prefect import Flow
+from prefect.schedules import Cron
 
 from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS, ComputeBlock, StorageBlock
 from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
 from prefect_pfcon.flows import STEP_FLOWS
+from prefect_pfcon.flows.job import job_flow
+from prefect_pfcon.flows.reprocess import reprocess_flow
 from prefect_pfcon.settings import PfconSettings, parse_key_values
 
 
@@ -75,8 +78,25 @@ async def save_blocks(settings: PfconSettings) -> None:
     await compute_from_settings(settings).asave(settings.compute_block, overwrite=True)
 
 
-async def apply_step_deployments() -> dict[UUID, Flow]:
-    """Create or update the four step deployments; their ids with the flow each runs."""
+EXAMPLE_REPROCESS_SCHEDULE = Cron(
+    "0 2 * * *",
+    timezone="UTC",
+    active=False,
+    slug="nightly-example",
+    parameters={
+        "plugin": {"image": "fnndsc/pl-simpledsapp", "entrypoint": ["simpledsapp"], "type": "ds"},
+        "inputs": {"glob": "home/*/uploads/*"},
+    },
+)
+
+
+async def apply_deployments() -> dict[UUID, Flow]:
+    """Create or update the deployments the embedded runner serves; their ids with their flows.
+
+    The four step deployments (``pfcon-<step>/pfcon``, what the API creates runs of), the
+    whole-job deployment (``pfcon-job/pfcon``) and the reprocessing deployment
+    (``pfcon-reprocess/pfcon``, with a nightly example schedule, paused).
+    """
     flows: dict[UUID, Flow] = {}
     for step, flow in STEP_FLOWS.items():
         deployment = await flow.to_deployment(
@@ -85,4 +105,13 @@ async def apply_step_deployments() -> dict[UUID, Flow]:
             description=flow.description,
         )
         flows[await deployment.apply()] = flow
+    job = await job_flow.to_deployment(name=DEPLOYMENT_NAME, tags=["pfcon", "job"], description=job_flow.description)
+    flows[await job.apply()] = job_flow
+    reprocess = await reprocess_flow.to_deployment(
+        name=DEPLOYMENT_NAME,
+        tags=["pfcon", "reprocess"],
+        description=reprocess_flow.description,
+        schedules=[EXAMPLE_REPROCESS_SCHEDULE],
+    )
+    flows[await reprocess.apply()] = reprocess_flow
     return flows

@@ -71,7 +71,12 @@ class JobRuns:
         return runs[0]
 
     async def create(
-        self, step: JobStep, jid: str, parameters: dict[str, Any], replaces: FlowRun | None
+        self,
+        step: JobStep,
+        jid: str,
+        parameters: dict[str, Any],
+        replaces: FlowRun | None,
+        extra_tags: list[str] | None = None,
     ) -> FlowRun:
         """Create the step's run; concurrent creations replacing the same run yield one run."""
         previous = replaces.id if replaces else "none"
@@ -79,7 +84,7 @@ class JobRuns:
             await self.deployment_id(step),
             parameters=parameters,
             name=run_name_for(step, jid),
-            tags=run_tags(step, jid),
+            tags=[*run_tags(step, jid), *(extra_tags or [])],
             idempotency_key=f"pfcon:{step.value}:{jid}:after:{previous}",
         )
 

@@ -67,18 +67,22 @@ class StoreBaseFileSystem(DirFileSystem):
     def find(
         self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False, **kwargs: Any
     ) -> Any:
-        """Regular files under ``path`` (or ``path`` itself), symlinks neither followed nor listed."""
+        """Regular files under ``path`` (or ``path`` itself), and their directories if
+        ``withdirs``; symlinks are neither followed nor listed."""
         top = self._join(path)
+        found: list[str] = []
         if os.path.isfile(top):
-            found = [top]
-        else:
-            found = [
+            found.append(top)
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [name for name in dirnames if not os.path.islink(os.path.join(dirpath, name))]
+            if withdirs:
+                found.extend(os.path.join(dirpath, name) for name in dirnames)
+            found.extend(
                 file_path
-                for dirpath, _dirnames, filenames in os.walk(top)
                 for file_path in (os.path.join(dirpath, name) for name in filenames)
                 if not os.path.islink(file_path)
-            ]
-        names = [found_path[len(self.path) + 1 :] for found_path in found]
+            )
+        names = sorted(found_path[len(self.path) + 1 :] for found_path in found)
         if detail:
             return {name: self.info(name) for name in names}
         return names

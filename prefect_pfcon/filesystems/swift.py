@@ -41,6 +41,17 @@ def _missing_as(path: str) -> Iterator[None]:
         raise
 
 
+def _parent_dirs(names: Iterator[str] | dict[str, Any], top: str) -> set[str]:
+    """The pseudo-directories between ``top`` and each object name."""
+    directories = set()
+    for name in names:
+        parent = name.rsplit("/", 1)[0]
+        while parent.startswith(top + "/"):
+            directories.add(parent)
+            parent = parent.rsplit("/", 1)[0]
+    return directories
+
+
 class SwiftError(RuntimeError):
     """A Swift failure, told in one readable line (never with credentials)."""
 
@@ -132,6 +143,9 @@ class SwiftFileSystem(AbstractFileSystem):
                 found = {item["name"]: item for item in self._listing(container, prefix, None)}
         except FileNotFoundError:
             found = {}
+        if withdirs:
+            found.update({directory: {"name": directory, "type": "directory", "size": 0}
+                          for directory in _parent_dirs(found, path.strip("/"))})
         return found if detail else sorted(found)
 
     def exists(self, path: str, **kwargs: Any) -> bool:

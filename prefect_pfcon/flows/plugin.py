@@ -13,6 +13,7 @@ from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
 from prefect_pfcon.flows.logs import logs_shipped_on_exit
 from prefect_pfcon.flows.naming import run_name
 from prefect_pfcon.models import JobStep, PluginJob
+from prefect_pfcon.tasks.artifacts import publish_outputs
 from prefect_pfcon.tasks.command import build_plugin_command
 from prefect_pfcon.tasks.containers import launch_container, watch_container
 
@@ -51,10 +52,12 @@ def plugin_flow(
 ) -> int:
     """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted."""
     with logs_shipped_on_exit():
-        compute = load_compute(compute_block)
-        spec = container_job(job, load_storage(storage_block), compute, str(flow_run.id))
+        compute, storage = load_compute(compute_block), load_storage(storage_block)
+        spec = container_job(job, storage, compute, str(flow_run.id))
         launch_container(compute, spec, str(flow_run.id))
         exit_code = watch_container(compute, spec.name)
+        if exit_code == 0:
+            publish_outputs(storage, job)
     if exit_code == OOM_EXIT_CODE:
         raise PluginFailed(
             f"Plugin killed (exit code 137), most likely by its {job.memory_limit} MiB memory limit"

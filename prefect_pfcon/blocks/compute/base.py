@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,7 @@ def _pick(spec: str) -> str | None:
     return str(random.randint(int(low), int(high))) if high else str(int(low))
 
 
-class ComputeBlock(Block):
+class ComputeBlock(Block, ABC):
     """Where plugin containers run: submit, observe, remove, by container name."""
 
     container_env: ClassVar[str]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from abc import ABC
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, NamedTuple
@@ -12,6 +13,7 @@ from fsspec.spec import AbstractFileSystem
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from prefect_pfcon.filesystems.storebase import StoreBaseFileSystem
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
 from prefect_pfcon.tasks.chrislink import stage_inputs
 from prefect_pfcon.tasks.outputs import list_output_files
@@ -29,7 +31,7 @@ class PluginMounts(NamedTuple):
     outgoing: Path
 
 
-class StorageBlock(Block):
+class StorageBlock(Block, ABC):
     """Where job data lives: the storeBase, its per-job key dirs, staging in and out.
 
     Subclasses say how inputs reach ``/share/incoming`` and where ``/share/outgoing`` is.
@@ -120,14 +122,15 @@ class StorageBlock(Block):
         """Synchronous part of a copy POST: create the key dir, as pfcon does."""
         self.key_dir(job.jid).mkdir(parents=True, exist_ok=True)
 
-    def input_filesystem(self) -> AbstractFileSystem:
-        """The storage the copy step reads, as an fsspec filesystem of storage paths."""
-        raise NotImplementedError
+    def filesystem(self) -> AbstractFileSystem:
+        """The storage (where inputs are read and outputs end) as an fsspec filesystem of
+        storage paths; the copy step reads it."""
+        return StoreBaseFileSystem(self.root)
 
     def stage_in(self, job: CopyJob) -> int:
         """Fill ``key-<jid>/incoming`` from the input dirs (links resolved); pfcon's nfiles."""
         return stage_inputs(
-            self.input_filesystem(),
+            self.filesystem(),
             job.input_dirs,
             job.output_dir,
             self.incoming(job.jid),
@@ -141,6 +144,11 @@ class StorageBlock(Block):
     def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
         """Relative paths of the job's output files, or ``None`` if there is no such dir."""
         raise NotImplementedError
+
+    def output_files(self, job: PluginJob) -> list[str]:
+        """The plugin's output files (links omitted, nothing deleted), relative to its output."""
+        outgoing = self.plugin_mounts(job).outgoing
+        return list_output_files(outgoing, skip_chrislinks=True) if outgoing.is_dir() else []
 
     def outgoing_files(self, jid: str) -> list[str] | None:
         """Files in ``key-<jid>/outgoing`` (links omitted), or ``None`` without a key dir."""

@@ -31,7 +31,7 @@ class FSLinkStorage(StorageBlock):
         description="Stage inputs as hard links instead of byte copies when on one filesystem.",
     )
 
-    def input_filesystem(self) -> StoreBaseFileSystem:
+    def filesystem(self) -> StoreBaseFileSystem:
         return StoreBaseFileSystem(self.root, hardlink=self.hardlink_inputs)
 
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:

@@ -56,7 +56,7 @@ class SwiftStorage(StorageBlock):
         )
         return DirFileSystem(path=self.container_name, fs=swift)
 
-    input_filesystem = objects
+    filesystem = objects
 
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:
         return self.key_dir_mounts(job.jid)

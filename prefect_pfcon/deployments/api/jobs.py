@@ -102,7 +102,8 @@ class JobService:
         self, step: JobStep, job: Any, replaces: FlowRun | None, image: str, cmd: str
     ) -> dict[str, str]:
         parameters = {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
-        await self.runs.create(step, job.jid, parameters, replaces)
+        extra_tags = [f"image:{image}", f"compute:{self.compute.container_env}"] if step is JobStep.PLUGIN else []
+        await self.runs.create(step, job.jid, parameters, replaces, extra_tags)
         self._on_new_run()
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
 

@@ -1,0 +1,129 @@
+"""Batch reprocessing: one whole pfcon job per selected input, under a concurrency limit."""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from prefect_pfcon.blocks import load_storage
+from prefect_pfcon.blocks.storage import StorageBlock
+from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
+from prefect_pfcon.flows.job import job_flow
+from prefect_pfcon.flows.plugin import DEFAULT_COMPUTE_BLOCK
+from prefect_pfcon.models import ChrisJob, InputSelection, PluginSpec
+from prefect_pfcon.tasks.artifacts import publish_summary
+from prefect_pfcon.tasks.paths import normalize_storage_path
+
+CONCURRENCY_LIMIT_NAME = "pfcon-reprocess"
+MAX_PARALLEL_INPUTS = 32
+
+
+def selected_inputs(storage: StorageBlock, inputs: InputSelection) -> list[str]:
+    """The storage paths ``inputs`` names: its dirs, then its glob's matches, without repeats."""
+    selected = [normalize_storage_path(path) for path in inputs.dirs]
+    if inputs.glob:
+        selected += storage.filesystem().glob(normalize_storage_path(inputs.glob))
+    return list(dict.fromkeys(selected))
+
+
+def output_dir_for(template: str, input_dir: str, plugin: PluginSpec) -> str:
+    """``template`` filled with ``{input_dir}``, ``{input_name}`` and ``{plugin}`` (image name)."""
+    plugin_name = plugin.image.rsplit("/", 1)[-1].split(":")[0]
+    filled = template.format(input_dir=input_dir, input_name=posixpath.basename(input_dir), plugin=plugin_name)
+    return normalize_storage_path(filled)
+
+
+@task(name="reprocess-input", cache_policy=NO_CACHE, task_run_name="reprocess-{input_dir}")
+def reprocess_input(
+    plugin: PluginSpec, input_dir: str, output_dir: str, jid: str, storage_block: str, compute_block: str
+) -> dict[str, Any]:
+    """One input as a whole job, run under the reprocessing concurrency limit."""
+    started = time.monotonic()
+    with concurrency(CONCURRENCY_LIMIT_NAME, occupy=1):
+        result = job_flow(
+            job=ChrisJob(plugin=plugin, input_dirs=[input_dir], output_dir=output_dir, jid=jid),
+            storage_block=storage_block,
+            compute_block=compute_block,
+        )
+    return {"input": input_dir, "output": output_dir, "jid": jid, "status": "done",
+            "seconds": round(time.monotonic() - started, 1), "outputs": result["outputs"]}
+
+
+def ensure_concurrency_limit(limit: int) -> None:
+    """Create or resize the global concurrency limit reprocessing jobs share."""
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(CONCURRENCY_LIMIT_NAME, limit)
+
+
+@flow(name="pfcon-reprocess", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_INPUTS))
+def reprocess_flow(
+    plugin: PluginSpec,
+    inputs: InputSelection,
+    output_template: str = "{input_dir}-{plugin}",
+    concurrency_limit: int = 2,
+    retries: int = 1,
+    force: bool = False,
+    storage_block: str = DEFAULT_STORAGE_BLOCK,
+    compute_block: str = DEFAULT_COMPUTE_BLOCK,
+) -> list[dict[str, Any]]:
+    """Run ``plugin`` on every selected input, at most ``concurrency_limit`` jobs at once
+    (a Prefect global concurrency limit, shared by all reprocessing runs and never by the
+    API's own jobs); failed inputs are retried ``retries`` times; inputs whose output dir
+    already has files are skipped unless ``force``. Ends with a summary table artifact.
+
+    Args:
+        plugin: The plugin to run on each input.
+        inputs: Which inputs: storage paths and/or a glob over the storage.
+        output_template: Each input's output dir; {input_dir}, {input_name} and {plugin}
+            (the image's name) are filled in.
+        concurrency_limit: Most reprocessing jobs running at once, over all reprocessing runs.
+        retries: How many times a failed input is run again.
+        force: Also process inputs whose output dir already has files.
+        storage_block: Name of the storage block the inputs are in.
+        compute_block: Name of the compute block the plugins run on.
+    """
+    logger = get_run_logger()
+    storage = load_storage(storage_block)
+    if storage.requires_data_file:
+        raise ValueError(f"{storage.storage_env} storage has no inputs to reprocess")
+    input_dirs = selected_inputs(storage, inputs)
+    logger.info("Reprocessing %d inputs with %s", len(input_dirs), plugin.image)
+    ensure_concurrency_limit(concurrency_limit)
+    run_prefix = f"re-{str(flow_run.id)[:8]}"
+    fs = storage.filesystem()
+    rows: list[dict[str, Any]] = []
+    futures = []
+    for index, input_dir in enumerate(input_dirs):
+        output_dir = output_dir_for(output_template, input_dir, plugin)
+        existing = fs.find(output_dir)
+        if existing and not force:
+            rows.append({"input": input_dir, "output": output_dir, "jid": "", "status": "skipped (done)",
+                         "seconds": 0.0, "outputs": len(existing)})
+            continue
+        future = reprocess_input.with_options(retries=retries).submit(
+            plugin, input_dir, output_dir, f"{run_prefix}-{index}", storage_block, compute_block
+        )
+        futures.append((input_dir, output_dir, future))
+    for input_dir, output_dir, future in futures:
+        future.wait()
+        if future.state.is_completed():
+            rows.append(future.result())
+        else:
+            rows.append({"input": input_dir, "output": output_dir, "jid": "",
+                         "status": f"failed: {future.state.message}", "seconds": None, "outputs": None})
+    done = sum(row["status"] == "done" for row in rows)
+    skipped = sum(row["status"].startswith("skipped") for row in rows)
+    failed = len(rows) - done - skipped
+    publish_summary(rows, key="pfcon-reprocess-summary",
+                    description=f"{plugin.image} over {len(rows)} inputs: {done} done, {skipped} skipped, {failed} failed.")
+    if failed:
+        raise RuntimeError(f"{failed} of {len(rows)} inputs failed; see the summary artifact")
+    return rows
