@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
-ContainerEnv = Literal["docker", "slurm"]
+ContainerEnv = Literal["docker", "slurm", "kubernetes"]
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -66,13 +66,22 @@ class PfconSettings(BaseSettings):
     slurm_time_limit: str | None = Field(None, validation_alias="PFCON_SLURM_TIME_LIMIT")
     slurm_sbatch_options: str = Field("", validation_alias="PFCON_SLURM_SBATCH_OPTIONS")
 
+    job_namespace: str = Field("default", validation_alias="JOB_NAMESPACE")
+    node_selector: str = Field("", validation_alias="NODE_SELECTOR")
+    image_pull_secrets: str = Field("", validation_alias="IMAGE_PULL_SECRETS")
+    compute_volume_type: Literal["kubernetes_pvc", "host"] = Field(
+        "kubernetes_pvc", validation_alias="COMPUTE_VOLUME_TYPE"
+    )
+    volume_name: str | None = Field(None, validation_alias="VOLUME_NAME")
+    kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
+
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
     runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
 
     @field_validator("container_env", mode="before")
     @classmethod
-    def _podman_is_docker(cls, value: str) -> str:
-        return "docker" if value == "podman" else value
+    def _aliases(cls, value: str) -> str:
+        return {"podman": "docker", "openshift": "kubernetes"}.get(value, value)
 
     def resolved_secret_key(self) -> str:
         """``SECRET_KEY``, or a random key kept in the state dir so tokens survive restarts."""

@@ -6,11 +6,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/prepare.sh"
 source "$PFCON_LIB/swift.sh"
 source "$PFCON_LIB/slurm.sh"
 source "$PFCON_LIB/postgres.sh"
+source "$PFCON_LIB/k8s.sh"
 
-trap 'stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
+trap 'stop_k8s; stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
 prepare_machine
 start_swift
 start_slurm
 start_postgres
+start_k8s
 cd "$PFCON_REPO"
 "$PFCON_VENV/bin/python" -m pytest "$@"

@@ -193,6 +193,18 @@ def slurm_service(session_tmp: Path, fslink_service: Service) -> Iterator[Servic
 
 
 @pytest.fixture(scope="session")
+def kubernetes_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
+    """fslink storage with plugins run as Jobs of the real Kubernetes the test command starts
+    (the storeBase as a host-path volume of the single node)."""
+    if not os.environ.get("KUBECONFIG"):
+        raise RuntimeError("KUBECONFIG unset: run the tests with scripts/test.sh, which starts Kubernetes")
+    env = {"CONTAINER_ENV": "kubernetes", "COMPUTE_VOLUME_TYPE": "host"}
+    service = _start_replica(session_tmp, fslink_service, "fslink", env, name="kubernetes")
+    yield service
+    _stop(service)
+
+
+@pytest.fixture(scope="session")
 def postgres_service(session_tmp: Path) -> Iterator[Service]:
     """The embedded default with its Prefect server on PostgreSQL (a fresh database)."""
     base_url = os.environ.get("PFCON_TEST_POSTGRES_URL")

@@ -10,7 +10,13 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 
-from prefect_pfcon.blocks.compute import COMPUTE_BLOCKS, ComputeBlock, DockerCompute, SlurmCompute
+from prefect_pfcon.blocks.compute import (
+    COMPUTE_BLOCKS,
+    ComputeBlock,
+    DockerCompute,
+    KubernetesCompute,
+    SlurmCompute,
+)
 from prefect_pfcon.blocks.storage import (
     STORAGE_BLOCKS,
     FilesystemStorage,
@@ -56,6 +62,7 @@ __all__ = [
     "DockerCompute",
     "FSLinkStorage",
     "FilesystemStorage",
+    "KubernetesCompute",
     "SlurmCompute",
     "StorageBlock",
     "SwiftStorage",

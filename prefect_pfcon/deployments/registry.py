@@ -42,9 +42,12 @@ def storage_from_settings(settings: PfconSettings) -> StorageBlock:
 
 
 def _compute_backend_options(settings: PfconSettings) -> dict[str, Any]:
-    """Fields only one compute backend has (Slurm's site options)."""
+    """Fields only some compute backends have (network mode, Slurm's and Kubernetes' site options)."""
+    if settings.container_env == "docker":
+        return {"network_mode": settings.network_mode}
     if settings.container_env == "slurm":
         return {
+            "network_mode": settings.network_mode,
             "work_dir": str(settings.slurm_work_dir or settings.state_dir / "slurm"),
             "runtime": settings.slurm_runtime,
             "runtime_options": shlex.split(settings.slurm_runtime_options),
@@ -52,6 +55,16 @@ def _compute_backend_options(settings: PfconSettings) -> dict[str, Any]:
             "account": settings.slurm_account,
             "time_limit": settings.slurm_time_limit,
             "sbatch_options": shlex.split(settings.slurm_sbatch_options),
+        }
+    if settings.container_env == "kubernetes":
+        return {
+            "namespace": settings.job_namespace,
+            "kubeconfig": settings.kubeconfig,
+            "volume_type": settings.compute_volume_type,
+            "pvc_name": settings.volume_name,
+            "store_base": str(settings.host_store_base or settings.store_base),
+            "node_selector": parse_key_values(settings.node_selector),
+            "image_pull_secrets": [name.strip() for name in settings.image_pull_secrets.split(",") if name.strip()],
         }
     return {}
 
@@ -66,7 +79,6 @@ def compute_from_settings(settings: PfconSettings) -> ComputeBlock:
         logs_tail=settings.job_logs_tail,
         ignore_limits=settings.ignore_limits,
         remove_jobs=settings.remove_jobs,
-        network_mode=settings.network_mode,
         **_compute_backend_options(settings),
     )
 

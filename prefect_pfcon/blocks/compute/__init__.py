@@ -2,10 +2,11 @@
 
 from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeError, ContainerJob, ContainerState
 from prefect_pfcon.blocks.compute.docker import DockerCompute
+from prefect_pfcon.blocks.compute.kubernetes import KubernetesCompute
 from prefect_pfcon.blocks.compute.slurm import SlurmCompute
 
 COMPUTE_BLOCKS: dict[str, type[ComputeBlock]] = {
-    cls.container_env: cls for cls in (DockerCompute, SlurmCompute)
+    cls.container_env: cls for cls in (DockerCompute, KubernetesCompute, SlurmCompute)
 }
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "ContainerJob",
     "ContainerState",
     "DockerCompute",
+    "KubernetesCompute",
     "SlurmCompute",
 ]

@@ -1,0 +1,319 @@
+"""Kubernetes compute: each plugin container runs as a batch/v1 Job named after the jid."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pydantic import Field, PrivateAttr
+
+from prefect_pfcon.blocks.compute.base import (
+    JOB_TYPE_LABEL,
+    ZERO_TIME,
+    ComputeBlock,
+    ComputeError,
+    ContainerJob,
+    ContainerState,
+    ContainerUser,
+)
+from prefect_pfcon.models import JobStatus
+from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+
+JOB_TYPE_LABEL_K8S = "chrisproject.org/job-type"
+STORE_VOLUME = "storebase"
+POLL_SECONDS = 0.5
+REMOVE_TIMEOUT_SECONDS = 60
+POD_FAILURE_POLICY_MINOR = 26  # batch/v1 podFailurePolicy is on by default from Kubernetes 1.26
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def job_state(job: client.V1Job) -> tuple[JobStatus, str]:
+    """pfcon's status and message of a Job (spec 9.3, but a Job no pod started is notStarted)."""
+    status = job.status
+    for condition in status.conditions or []:
+        if condition.type == "Failed" and condition.status == "True":
+            return JobStatus.FINISHED_WITH_ERROR, condition.message or condition.reason or "failed"
+    if status.completion_time and status.succeeded:
+        return JobStatus.FINISHED_SUCCESSFULLY, "finished"
+    if status.active:
+        return JobStatus.STARTED, "running"
+    if not (status.failed or status.succeeded):
+        return JobStatus.NOT_STARTED, "created"
+    return JobStatus.UNDEFINED, "inactive"
+
+
+class KubernetesCompute(ComputeBlock):
+    """Run plugin containers as Kubernetes Jobs (pfcon's CONTAINER_ENV=kubernetes).
+
+    The storeBase is one volume, a ReadWriteMany PersistentVolumeClaim (or a host path on a
+    single-node site), mounted with sub-paths at ``/share/incoming`` (read-only) and
+    ``/share/outgoing``.
+    """
+
+    _block_type_name = "pfcon kubernetes compute"
+    _block_type_slug = "pfcon-kubernetes-compute"
+    _description = "Runs ChRIS plugin containers as Kubernetes Jobs."
+
+    container_env: ClassVar[str] = "kubernetes"
+
+    namespace: str = Field("default", description="Namespace of the Jobs (JOB_NAMESPACE).")
+    kubeconfig: str | None = Field(
+        None, description="Kubeconfig file; default: in-cluster config, else KUBECONFIG or ~/.kube/config."
+    )
+    volume_type: Literal["kubernetes_pvc", "host"] = Field(
+        "kubernetes_pvc", description="The storeBase as a PersistentVolumeClaim, or a host path (one node)."
+    )
+    pvc_name: str | None = Field(None, description="The storeBase's ReadWriteMany PVC (VOLUME_NAME).")
+    store_base: str = Field(
+        description="The storeBase path the storage block hands out (its STOREBASE); sub-paths are "
+        "taken relative to it, and it is the host path in host mode."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector (NODE_SELECTOR).")
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Image pull secrets (IMAGE_PULL_SECRETS).")
+    image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of plugin containers.")
+    service_account: str | None = Field(None, description="Service account of plugin pods.")
+
+    _api_client: client.ApiClient | None = PrivateAttr(None)
+    _server_minor: int | None = PrivateAttr(None)
+
+    @property
+    def compute_volume_type(self) -> str:  # type: ignore[override]
+        return self.volume_type
+
+    # ----- API access --------------------------------------------------------------------
+
+    @property
+    def api_client(self) -> client.ApiClient:
+        """An API client, configured once per block instance."""
+        if self._api_client is None:
+            configuration = client.Configuration()
+            if self.kubeconfig:
+                config.load_kube_config(self.kubeconfig, client_configuration=configuration)
+            else:
+                try:
+                    config.load_incluster_config(client_configuration=configuration)
+                except config.ConfigException:
+                    config.load_kube_config(client_configuration=configuration)
+            self._api_client = client.ApiClient(configuration)
+        return self._api_client
+
+    @property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api_client)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api_client)
+
+    def server_minor(self) -> int:
+        """The API server's minor version (features newer servers offer are used only there)."""
+        if self._server_minor is None:
+            version = client.VersionApi(self.api_client).get_code()
+            self._server_minor = int("".join(ch for ch in version.minor if ch.isdigit()))
+        return self._server_minor
+
+    # ----- the Job -----------------------------------------------------------------------
+
+    def _sub_path(self, path: Path) -> str:
+        return path.relative_to(self.store_base).as_posix() if path != Path(self.store_base) else ""
+
+    def _volume(self) -> client.V1Volume:
+        if self.volume_type == "host":
+            return client.V1Volume(name=STORE_VOLUME, host_path=client.V1HostPathVolumeSource(path=self.store_base))
+        if not self.pvc_name:
+            raise ComputeError("kubernetes_pvc volumes need the storeBase's PVC name (VOLUME_NAME)")
+        claim = client.V1PersistentVolumeClaimVolumeSource(claim_name=self.pvc_name)
+        return client.V1Volume(name=STORE_VOLUME, persistent_volume_claim=claim)
+
+    def _container(self, job: ContainerJob) -> client.V1Container:
+        limits: dict[str, str] = {}
+        if not self.ignore_limits:
+            limits = {"cpu": f"{job.cpu_limit}m", "memory": f"{job.memory_limit}Mi"}
+        if job.gpu_limit > 0:
+            limits["nvidia.com/gpu"] = str(job.gpu_limit)
+        mounts = [
+            client.V1VolumeMount(name=STORE_VOLUME, mount_path=INCOMING, sub_path=self._sub_path(job.incoming),
+                                 read_only=True),
+            client.V1VolumeMount(name=STORE_VOLUME, mount_path=OUTGOING, sub_path=self._sub_path(job.outgoing)),
+        ]
+        if self.shm_size:
+            mounts.append(client.V1VolumeMount(name="shm", mount_path="/dev/shm"))
+        user = ContainerUser.parse(self.container_user)
+        return client.V1Container(
+            name=job.name,
+            image=job.image,
+            image_pull_policy=self.image_pull_policy,
+            command=job.command,
+            env=[client.V1EnvVar(name=key, value=value) for key, _, value in (e.partition("=") for e in job.env)],
+            resources=client.V1ResourceRequirements(limits=limits, requests=limits),
+            volume_mounts=mounts,
+            security_context=client.V1SecurityContext(
+                allow_privilege_escalation=False,
+                capabilities=client.V1Capabilities(drop=["ALL"]),
+                run_as_user=int(user.uid) if user and user.uid else None,
+                run_as_group=int(user.gid) if user and user.gid else None,
+            ),
+        )
+
+    def manifest(self, job: ContainerJob) -> client.V1Job:
+        """The batch/v1 Job of a plugin container."""
+        labels = {**self.job_labels, **job.labels, JOB_TYPE_LABEL_K8S: job.labels.get(JOB_TYPE_LABEL, "plugin")}
+        labels.pop(JOB_TYPE_LABEL, None)
+        volumes = [self._volume()]
+        if self.shm_size:
+            volumes.append(client.V1Volume(name="shm", empty_dir=client.V1EmptyDirVolumeSource(
+                medium="Memory", size_limit=f"{self.shm_size}Mi")))
+        pod = client.V1PodSpec(
+            restart_policy="Never",
+            containers=[self._container(job)],
+            volumes=volumes,
+            node_selector=self.node_selector or None,
+            image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in self.image_pull_secrets] or None,
+            service_account_name=self.service_account,
+            automount_service_account_token=False,
+        )
+        spec = client.V1JobSpec(
+            backoff_limit=0,
+            parallelism=job.number_of_workers,
+            completions=job.number_of_workers,
+            active_deadline_seconds=7 * 24 * 3600,
+            ttl_seconds_after_finished=24 * 3600,
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod),
+        )
+        if self.server_minor() >= POD_FAILURE_POLICY_MINOR:
+            # a pod evicted or preempted (node drain) is not the plugin's failure: run it again
+            spec.backoff_limit = 1
+            spec.pod_failure_policy = {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+            ]}
+        return client.V1Job(metadata=client.V1ObjectMeta(name=job.name, labels=labels), spec=spec)
+
+    def submit(self, job: ContainerJob) -> None:
+        try:
+            self.batch.create_namespaced_job(self.namespace, self.manifest(job))
+        except ApiException as error:
+            raise ComputeError(f"Kubernetes refused the Job: {_reason(error)}") from None
+
+    # ----- observing ---------------------------------------------------------------------
+
+    def _job(self, name: str) -> client.V1Job | None:
+        try:
+            return self.batch.read_namespaced_job(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _pods(self, name: str) -> list[client.V1Pod]:
+        return self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}").items
+
+    def state(self, name: str) -> ContainerState | None:
+        job = self._job(name)
+        if job is None:
+            return None
+        status, message = job_state(job)
+        moment = job.status.completion_time if status is JobStatus.FINISHED_SUCCESSFULLY else None
+        if status is JobStatus.FINISHED_WITH_ERROR:
+            moment = next((c.last_transition_time for c in job.status.conditions or [] if c.type == "Failed"), None)
+        timestamp = _rfc3339(moment) or _rfc3339(job.status.start_time) or ZERO_TIME
+        return ContainerState(status, message, timestamp, self._exit_code(name), job.metadata.labels or {})
+
+    def _exit_code(self, name: str) -> int | None:
+        """The first non-zero exit code of the Job's containers, else 0, else ``None``."""
+        codes = [
+            status.state.terminated.exit_code
+            for pod in self._pods(name)
+            for status in pod.status.container_statuses or []
+            if status.state and status.state.terminated
+        ]
+        return next((code for code in codes if code), 0) if codes else None
+
+    def logs(self, name: str) -> str:
+        text = []
+        for pod in self._pods(name):
+            try:
+                text.append(self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace,
+                                                              tail_lines=self.logs_tail))
+            except ApiException:
+                continue
+            for status in pod.status.container_statuses or []:
+                terminated = status.state.terminated if status.state else None
+                if terminated and terminated.reason not in (None, "Completed"):
+                    text.append(f"{terminated.reason}\n")
+        return "".join(text)
+
+    def follow_logs(self, name: str) -> Iterator[str]:
+        pod = self._started_pod(name)
+        if pod is None:
+            return
+        stream = self.core.read_namespaced_pod_log(pod, self.namespace, follow=True, _preload_content=False)
+        pending = b""
+        for chunk in stream.stream(amt=4096):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            yield from (line.decode("utf-8", errors="replace") for line in lines)
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+
+    def _started_pod(self, name: str) -> str | None:
+        """The Job's first pod once it runs or ended (logs exist then), ``None`` if the Job ends without one."""
+        while True:
+            pods = self._pods(name)
+            for pod in pods:
+                if pod.status.phase in ("Running", "Succeeded", "Failed"):
+                    return pod.metadata.name
+            state = self.state(name)
+            if state is None or (not state.status.is_active and not pods):
+                return None
+            time.sleep(POLL_SECONDS)
+
+    def wait(self, name: str) -> int:
+        while True:
+            state = self.state(name)
+            if state is None:
+                raise ComputeError(f"Job {name} was removed before it finished")
+            if not state.status.is_active:
+                break
+            time.sleep(POLL_SECONDS)
+        if state.status is JobStatus.FINISHED_SUCCESSFULLY:
+            return 0
+        if state.exit_code:
+            return state.exit_code
+        raise ComputeError(f"Kubernetes Job {name} failed: {state.message}")
+
+    def remove(self, name: str) -> None:
+        """Delete the Job and its pods (foreground propagation; running pods are killed)."""
+        try:
+            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Foreground")
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        for pod in self._pods(name):
+            try:
+                self.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        deadline = time.monotonic() + REMOVE_TIMEOUT_SECONDS
+        while self._job(name) is not None and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+
+
+def _reason(error: ApiException) -> str:
+    """The message of a Kubernetes API error body."""
+    try:
+        body: Any = json.loads(error.body or "{}")
+    except ValueError:
+        body = {}
+    return body.get("message") or f"{error.status} {error.reason}"

@@ -1,0 +1,26 @@
+# Single-node Kubernetes 1.20 on 127.0.0.1 (kubelet on the local dockerd) for the tests,
+# sourced by scripts/test.sh. Its binaries are built once from Debian's source package into
+# a cache outside the repository (K8S_CACHE) and rebuilt only when missing.
+# start_k8s exports KUBECONFIG; stop_k8s stops the cluster only if start_k8s started it.
+
+K8S_SCRIPTS="$PFCON_REPO/scripts/infra/k8s"
+export K8S_HELPER_HOME="${K8S_CACHE:-/var/cache/prefect-pfcon/k8s}"
+export K8S_BIN="$K8S_HELPER_HOME/bin"
+export K8S_DIR="${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/k8s"
+K8S_STARTED_HERE=0
+
+start_k8s() {
+  bash "$K8S_SCRIPTS/build-k8s.sh" >"${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/k8s-build.log" 2>&1 \
+    || { echo "building Kubernetes failed; see the log" >&2; return 1; }
+  if ! { [ -s "$K8S_DIR/pids/kube-apiserver.pid" ] && kill -0 "$(cat "$K8S_DIR/pids/kube-apiserver.pid")" 2>/dev/null; }; then
+    K8S_STARTED_HERE=1
+  fi
+  bash "$K8S_SCRIPTS/start-k8s.sh" >/dev/null
+  export KUBECONFIG="$K8S_DIR/kubeconfig"
+}
+
+stop_k8s() {
+  if [ "$K8S_STARTED_HERE" = 1 ]; then
+    bash "$K8S_SCRIPTS/stop-k8s.sh" >/dev/null 2>&1
+  fi
+}

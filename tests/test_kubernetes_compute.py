@@ -1,0 +1,101 @@
+"""The Kubernetes compute block on the real single-node cluster: plugin containers as Jobs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, KubernetesCompute
+from prefect_pfcon.models import JobStatus
+
+BUSYBOX = "local/busybox:test"
+
+
+@pytest.fixture
+def store(session_tmp: Path) -> Path:
+    base = session_tmp / "k8s-store"
+    job_dir = base / f"key-{uuid.uuid4().hex[:6]}"
+    (job_dir / "incoming").mkdir(parents=True)
+    (job_dir / "outgoing").mkdir()
+    (job_dir / "incoming" / "a.txt").write_text("input\n")
+    return job_dir
+
+
+@pytest.fixture
+def kubernetes(session_tmp: Path) -> KubernetesCompute:
+    return KubernetesCompute(volume_type="host", store_base=str(session_tmp / "k8s-store"),
+                             job_labels={"org.test.suite": "prefect-pfcon"}, image_pull_policy="Never")
+
+
+def container_job(key_dir: Path, script: str, **overrides) -> ContainerJob:
+    name = f"k8s-{uuid.uuid4().hex[:8]}"
+    values = dict(name=name, image=BUSYBOX, command=["sh", "-c", script], env=["GREETING=hello=world"],
+                  cpu_limit=500, memory_limit=200, gpu_limit=0, number_of_workers=1,
+                  incoming=key_dir / "incoming", outgoing=key_dir / "outgoing",
+                  labels={"org.chrisproject.jid": name, "org.chrisproject.job_type": "plugin"})
+    return ContainerJob(**{**values, **overrides})
+
+
+def test_plugin_runs_as_a_kubernetes_job(kubernetes: KubernetesCompute, store: Path):
+    job = container_job(store, 'echo start; cp /share/incoming/a.txt /share/outgoing/; echo "$GREETING"; '
+                               'touch /share/incoming/x 2>/dev/null || echo read-only; echo done')
+    kubernetes.submit(job)
+    manifest = kubernetes.batch.read_namespaced_job(job.name, "default")
+    assert manifest.spec.backoff_limit == 0
+    container = manifest.spec.template.spec.containers[0]
+    assert container.resources.limits == {"cpu": "500m", "memory": "200Mi"}
+    assert [(m.mount_path, m.sub_path, bool(m.read_only)) for m in container.volume_mounts] == [
+        ("/share/incoming", f"{store.name}/incoming", True), ("/share/outgoing", f"{store.name}/outgoing", False)]
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert manifest.metadata.labels["chrisproject.org/job-type"] == "plugin"
+    assert list(kubernetes.follow_logs(job.name)) == ["start", "hello=world", "read-only", "done"]
+    assert kubernetes.wait(job.name) == 0
+    state = kubernetes.state(job.name)
+    assert (state.status, state.message, state.exit_code) == (JobStatus.FINISHED_SUCCESSFULLY, "finished", 0)
+    assert state.labels["org.chrisproject.jid"] == job.name and state.timestamp.endswith("Z")
+    assert (store / "outgoing" / "a.txt").read_text() == "input\n"
+    assert kubernetes.logs(job.name) == "start\nhello=world\nread-only\ndone\n"
+    kubernetes.remove(job.name)
+    assert kubernetes.state(job.name) is None
+
+
+def test_failing_and_oom_killed_plugins(kubernetes: KubernetesCompute, store: Path):
+    failing = container_job(store, "echo failing; exit 3")
+    hog = container_job(store, "echo hog; x=a; while true; do x=$x$x; done", memory_limit=32)
+    kubernetes.submit(failing)
+    kubernetes.submit(hog)
+    assert kubernetes.wait(failing.name) == 3
+    assert kubernetes.state(failing.name).status is JobStatus.FINISHED_WITH_ERROR
+    assert kubernetes.logs(failing.name) == "failing\nError\n"
+    assert kubernetes.wait(hog.name) == 137
+    assert kubernetes.logs(hog.name).endswith("OOMKilled\n")
+
+
+def test_remove_kills_a_running_job_and_its_pod(kubernetes: KubernetesCompute, store: Path):
+    job = container_job(store, "echo running; sleep 600")
+    kubernetes.submit(job)
+    deadline = time.monotonic() + 60
+    while kubernetes.state(job.name).status is not JobStatus.STARTED:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    kubernetes.remove(job.name)
+    assert kubernetes.state(job.name) is None
+    assert kubernetes.core.list_namespaced_pod("default", label_selector=f"job-name={job.name}").items == []
+    kubernetes.remove(job.name)  # absent: no error
+
+
+def test_workers_and_refusals(kubernetes: KubernetesCompute, store: Path):
+    job = container_job(store, "echo worker", number_of_workers=2)
+    manifest = kubernetes.manifest(job)
+    assert (manifest.spec.parallelism, manifest.spec.completions) == (2, 2)
+    assert manifest.spec.pod_failure_policy is None  # this 1.20 server has no podFailurePolicy
+    with pytest.raises(ComputeError, match="Kubernetes refused the Job"):
+        kubernetes.submit(container_job(store, "true", name="Not_A_Valid_Name"))
+    pvc = KubernetesCompute(store_base=kubernetes.store_base)  # kubernetes_pvc without a claim name
+    with pytest.raises(ComputeError, match="PVC name"):
+        pvc.manifest(job)
+    assert isinstance(kubernetes.api_client, client.ApiClient)
