@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import statistics
 import threading
 import time
 import uuid

@@ -16,7 +16,15 @@ from pfconclient.client import JobType
 
 from conftest import TEST_SECRET, Service, raw, wait_status
 from fixtures_tree import make_fslink_fixture
-from test_fslink_lifecycle import BUSYBOX, copy_inputs, new_jid, plugin_descriptors, prefect_runs
+from test_fslink_lifecycle import (
+    BUSYBOX,
+    copied_job,
+    new_jid,
+    plugin_descriptors,
+    prefect_runs,
+    sh_plugin,
+    submit_and_wait_started,
+)
 
 PLUGIN_REQUIRED = ["jid", "auid", "number_of_workers", "cpu_limit", "memory_limit", "gpu_limit",
                    "image", "entrypoint", "type"]
@@ -31,17 +39,6 @@ def service(fslink_service: Service) -> Service:
 
 def out_dir() -> str:
     return f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
-
-
-def copied_job(service: Service) -> tuple[str, str]:
-    jid, output_dir = new_jid(), out_dir()
-    assert copy_inputs(service, jid, output_dir)["status"] == "finishedSuccessfully"
-    return jid, output_dir
-
-
-def sh_plugin(output_dir: str, script: str, **overrides) -> dict:
-    return plugin_descriptors(output_dir, entrypoint=["sh", "-c", script, "sh"], args=[],
-                              args_path_flags=[], **overrides)
 
 
 # ----- health, auth, routing ---------------------------------------------------------------
@@ -223,11 +220,7 @@ def copied_job_without_inputs(service: Service) -> tuple[str, str]:
 def test_running_plugin_repeat_and_delete_guard(service, docker_client):
     jid, output_dir = copied_job(service)
     client = service.client()
-    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo start; sleep 30"))
-    deadline = time.monotonic() + 60
-    while client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"] != "started":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    submit_and_wait_started(client, jid, sh_plugin(output_dir, "echo start; sleep 30"))
     container_id = docker_client.api.inspect_container(jid)["Id"]
     repeat = raw(service, "POST", "pluginjobs/", data={**sh_plugin(output_dir, "exit 0"), "jid": jid})
     assert repeat.status_code == 201

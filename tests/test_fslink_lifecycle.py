@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 import requests
 from pfconclient.client import JobType
 from pfconclient.exceptions import PfconRequestException
 import pytest
 
-from conftest import Service, raw, wait_status
+from conftest import Service, wait_status
 from fixtures_tree import make_fslink_fixture
 
 BUSYBOX = "local/busybox:test"
@@ -62,6 +61,46 @@ def copy_inputs(service: Service, jid: str, output_dir: str, input_dirs=("home/a
     )
     assert answer["compute"]["status"] in ("notStarted", "started", "finishedSuccessfully")
     return wait_status(client, JobType.COPY, jid)
+
+
+def copied_job(service: Service) -> tuple[str, str]:
+    """A new jid whose fslink copy step finished; the jid and a fresh output dir."""
+    jid, output_dir = new_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
+    assert copy_inputs(service, jid, output_dir)["status"] == "finishedSuccessfully"
+    return jid, output_dir
+
+
+def sh_plugin(output_dir: str | None, script: str, **overrides) -> dict:
+    """Plugin descriptors running ``sh -c script`` ($1 /share/incoming, $2 /share/outgoing for ds)."""
+    return plugin_descriptors(output_dir, entrypoint=["sh", "-c", script, "sh"], args=[],
+                              args_path_flags=[], **overrides)
+
+
+def submit_and_wait_started(client, jid: str, descriptors: dict, timeout: float = 60) -> None:
+    """POST a plugin job and wait until its status is ``started``."""
+    client.submit_job(JobType.PLUGIN, jid, descriptors)
+    deadline = time.monotonic() + timeout
+    while client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"] != "started":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def finished_plugin(service: Service, script: str, **overrides) -> tuple[str, str, dict]:
+    """Copy, then run ``sh -c script`` as the plugin until it ends: jid, output dir, compute."""
+    client = service.client()
+    jid, output_dir = copied_job(service)
+    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, script, **overrides))
+    return jid, output_dir, wait_status(client, JobType.PLUGIN, jid, timeout=180)
+
+
+def delete_and_forget(client, jid: str) -> None:
+    """The end of CUBE's lifecycle: the delete step, then DELETE of the plugin job (gone after)."""
+    client.submit_job(JobType.DELETE, jid, {})
+    assert wait_status(client, JobType.DELETE, jid)["status"] == "finishedSuccessfully"
+    client.delete_job(JobType.PLUGIN, jid)
+    with pytest.raises(PfconRequestException) as missing:
+        client.get_job_status(JobType.PLUGIN, jid)
+    assert missing.value.code == 404
 
 
 def test_server_info(fslink_service: Service):

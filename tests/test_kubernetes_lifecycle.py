@@ -3,18 +3,21 @@ Kubernetes Job (CONTAINER_ENV=kubernetes): success, failure, and DELETE while ru
 
 from __future__ import annotations
 
-import time
-import uuid
 
 import pytest
 from pfconclient.client import JobType
-from pfconclient.exceptions import PfconRequestException
 
 from conftest import Service, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture
-from test_fslink_lifecycle import copy_inputs, new_jid, prefect_runs
-from test_slurm_lifecycle import sh_plugin
 from prefect_pfcon.blocks.compute import KubernetesCompute
+from test_fslink_lifecycle import (
+    copied_job,
+    delete_and_forget,
+    finished_plugin,
+    prefect_runs,
+    sh_plugin,
+    submit_and_wait_started,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +31,6 @@ def cluster(service: Service) -> KubernetesCompute:
     return KubernetesCompute(store_base=str(service.store_base))
 
 
-def copied(service: Service) -> tuple[str, str]:
-    jid, output_dir = new_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
-    assert copy_inputs(service, jid, output_dir)["status"] == "finishedSuccessfully"
-    return jid, output_dir
-
-
 def test_server_info(service):
     info = service.client().get_server_info()
     assert (info["container_env"], info["compute_volume_type"]) == ("kubernetes", "host")
@@ -41,7 +38,7 @@ def test_server_info(service):
 
 def test_full_lifecycle_through_kubernetes(service, cluster):
     client = service.client()
-    jid, output_dir = copied(service)
+    jid, output_dir = copied_job(service)
     answer = client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, 'echo start; cp -r "$1"/. "$2"/; echo done'))
     assert answer["compute"]["status"] == "notStarted"
     plugin = wait_status(client, JobType.PLUGIN, jid)
@@ -51,19 +48,12 @@ def test_full_lifecycle_through_kubernetes(service, cluster):
     job = cluster.batch.read_namespaced_job(jid, "default")  # a Job named after the jid
     assert job.metadata.labels["org.test.suite"] == "prefect-pfcon"
     assert job.metadata.labels["io.prefect.flow-run-id"] == prefect_runs(service, f"plugin-{jid}")[0]["id"]
-    client.submit_job(JobType.DELETE, jid, {})
-    assert wait_status(client, JobType.DELETE, jid)["status"] == "finishedSuccessfully"
-    client.delete_job(JobType.PLUGIN, jid)
+    delete_and_forget(client, jid)
     assert cluster.state(jid) is None
-    with pytest.raises(PfconRequestException):
-        client.get_job_status(JobType.PLUGIN, jid)
 
 
 def test_failing_plugin(service):
-    client = service.client()
-    jid, output_dir = copied(service)
-    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo failing; exit 3"))
-    result = wait_status(client, JobType.PLUGIN, jid)
+    _, _, result = finished_plugin(service, "echo failing; exit 3")
     assert result["status"] == "finishedWithError"
     assert result["message"] == "Job has reached the specified backoff limit"
     assert result["logs"] == "failing\nError\n"
@@ -71,12 +61,8 @@ def test_failing_plugin(service):
 
 def test_delete_removes_a_running_job(service, cluster):
     client = service.client()
-    jid, output_dir = copied(service)
-    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo start; sleep 600"))
-    deadline = time.monotonic() + 60
-    while client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"] != "started":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    jid, output_dir = copied_job(service)
+    submit_and_wait_started(client, jid, sh_plugin(output_dir, "echo start; sleep 600"))
     client.delete_job(JobType.PLUGIN, jid)
     assert cluster.state(jid) is None
     assert cluster.core.list_namespaced_pod("default", label_selector=f"job-name={jid}").items == []

@@ -136,9 +136,10 @@ def test_reprocessing_over_a_glob_with_a_concurrency_limit(service: Service):
 
 def test_blocks_register_with_the_prefect_cli(service: Service):
     output = prefect_cli(service, "block", "register", "-m", "prefect_pfcon.blocks")
-    assert "Successfully registered 6 blocks" in " ".join(output.split())
+    assert "Successfully registered 7 blocks" in " ".join(output.split())
     for slug in ("pfcon-fslink-storage", "pfcon-filesystem-storage", "pfcon-swift-storage",
-                 "pfcon-zipfile-storage", "pfcon-docker-compute", "pfcon-slurm-compute"):
+                 "pfcon-zipfile-storage", "pfcon-docker-compute", "pfcon-slurm-compute",
+                 "pfcon-kubernetes-compute"):
         block_type = requests.get(f"{service.prefect_api_url}/block_types/slug/{slug}", timeout=30)
         assert block_type.status_code == 200 and block_type.json()["description"]
     swift_type = requests.get(f"{service.prefect_api_url}/block_types/slug/pfcon-swift-storage", timeout=30).json()

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 
 import pytest
 from pfconclient.client import JobType
-from pfconclient.exceptions import PfconRequestException
 
 from conftest import Service, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture
-from test_fslink_lifecycle import copy_inputs, new_jid, plugin_descriptors, prefect_log_messages, prefect_runs
+from test_fslink_lifecycle import (
+    copied_job,
+    delete_and_forget,
+    finished_plugin,
+    prefect_log_messages,
+    prefect_runs,
+    sh_plugin,
+    submit_and_wait_started,
+)
 from test_slurm_compute import containers_named, sacct
 
 
@@ -21,17 +27,6 @@ from test_slurm_compute import containers_named, sacct
 def service(slurm_service: Service) -> Service:
     make_fslink_fixture(slurm_service.store_base)
     return slurm_service
-
-
-def copied(service: Service) -> tuple[str, str]:
-    jid, output_dir = new_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
-    assert copy_inputs(service, jid, output_dir)["status"] == "finishedSuccessfully"
-    return jid, output_dir
-
-
-def sh_plugin(output_dir: str, script: str, **overrides) -> dict:
-    return plugin_descriptors(output_dir, entrypoint=["sh", "-c", script, "sh"], args=[], args_path_flags=[],
-                              **overrides)
 
 
 def squeue(name: str) -> str:
@@ -46,7 +41,7 @@ def test_server_info(service):
 
 def test_full_lifecycle_through_slurm(service):
     client = service.client()
-    jid, output_dir = copied(service)
+    jid, output_dir = copied_job(service)
     script = 'echo start; cp -r "$1"/. "$2"/; echo done'
     answer = client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, script, type="ds"))
     assert answer["compute"]["status"] == "notStarted"
@@ -65,40 +60,25 @@ def test_full_lifecycle_through_slurm(service):
         time.sleep(0.5)
     assert {"start", "done"} <= set(prefect_log_messages(service, run["id"]))
 
-    client.submit_job(JobType.DELETE, jid, {})
-    assert wait_status(client, JobType.DELETE, jid)["status"] == "finishedSuccessfully"
-    client.delete_job(JobType.PLUGIN, jid)
-    with pytest.raises(PfconRequestException):
-        client.get_job_status(JobType.PLUGIN, jid)
+    delete_and_forget(client, jid)
 
 
 def test_failing_plugin(service):
-    client = service.client()
-    jid, output_dir = copied(service)
-    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo failing; exit 3"))
-    result = wait_status(client, JobType.PLUGIN, jid)
+    _, _, result = finished_plugin(service, "echo failing; exit 3")
     assert result["status"] == "finishedWithError"
     assert result["message"].endswith("FAILED (exit code 3)") and result["logs"] == "failing\n"
 
 
 def test_memory_hog_is_killed(service):
-    client = service.client()
-    jid, output_dir = copied(service)
-    hog = "echo hog; x=a; while true; do x=$x$x; done"
-    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, hog, memory_limit=32))
-    result = wait_status(client, JobType.PLUGIN, jid, timeout=180)
+    _, _, result = finished_plugin(service, "echo hog; x=a; while true; do x=$x$x; done", memory_limit=32)
     assert result["status"] == "finishedWithError"
     assert result["message"].endswith("FAILED (exit code 137)")
 
 
 def test_delete_cancels_a_running_slurm_job(service):
     client = service.client()
-    jid, output_dir = copied(service)
-    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo start; sleep 600"))
-    deadline = time.monotonic() + 60
-    while client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"] != "started":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    jid, output_dir = copied_job(service)
+    submit_and_wait_started(client, jid, sh_plugin(output_dir, "echo start; sleep 600"))
     assert squeue(jid) == "RUNNING"
     client.delete_job(JobType.PLUGIN, jid)
     deadline = time.monotonic() + 30

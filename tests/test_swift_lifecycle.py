@@ -17,7 +17,7 @@ from pfconclient.client import JobType
 from conftest import Service, raw, wait_status
 from fixtures_tree import FSLINK_FIXTURE, FSLINK_STAGED, tree
 from swift_objects import seed, swift_container
-from test_fslink_lifecycle import BUSYBOX, new_jid, plugin_descriptors, prefect_runs
+from test_fslink_lifecycle import new_jid, plugin_descriptors, prefect_runs
 
 # $3=/share/incoming (ds) $4=/share/outgoing; the plugin also leaves a link file and a symlink
 SWIFT_SCRIPT = (

@@ -12,6 +12,7 @@ from prefect.client.orchestration import get_client
 from prefect_pfcon.deployments.api.app import API, create_app
 from prefect_pfcon.deployments.registry import apply_deployments, save_blocks
 from prefect_pfcon.deployments.runner import EmbeddedRunner
+from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
 from prefect_pfcon.deployments.server import LocalPrefectServer
 from prefect_pfcon.settings import PfconSettings
 
@@ -25,22 +26,26 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
             server.start()
             await server.wait_ready()
         await save_blocks(settings)
-        flows = await apply_deployments()
+        embedded = settings.deployment_name == DEPLOYMENT_NAME
+        flows = await apply_deployments() if embedded else {}
         async with get_client() as client:
             runner = EmbeddedRunner(
                 client, flows, settings.runner_concurrency, settings.runner_poll_seconds
             )
-            recovered = await runner.recover_interrupted()
-            if recovered:
-                logger.warning("Rescheduled %d runs interrupted by a previous stop", recovered)
+            if embedded:
+                recovered = await runner.recover_interrupted()
+                if recovered:
+                    logger.warning("Rescheduled %d runs interrupted by a previous stop", recovered)
+            else:
+                logger.warning("Job steps run on the work pool of the pfcon-<step>/%s deployments",
+                               settings.deployment_name)
             app = create_app(settings, on_new_run=runner.wake)
             api = uvicorn.Server(
                 uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
             )
-            background = [
-                asyncio.create_task(runner.run()),
-                asyncio.create_task(_announce_ready(settings, ui_url)),
-            ]
+            background = [asyncio.create_task(_announce_ready(settings, ui_url))]
+            if embedded:
+                background.append(asyncio.create_task(runner.run()))
             try:
                 await api.serve()
             finally:

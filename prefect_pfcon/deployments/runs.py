@@ -32,9 +32,9 @@ REMOVED_TAG = "pfcon:removed"
 MAX_LOG_PAGE = 200  # the Prefect API's page size limit
 
 
-def deployment_path(step: JobStep) -> str:
+def deployment_path(step: JobStep, deployment_name: str = DEPLOYMENT_NAME) -> str:
     """``<flow name>/<deployment name>`` of a step's deployment."""
-    return f"{STEP_FLOWS[step].name}/{DEPLOYMENT_NAME}"
+    return f"{STEP_FLOWS[step].name}/{deployment_name}"
 
 
 def run_tags(step: JobStep, jid: str) -> list[str]:
@@ -43,16 +43,23 @@ def run_tags(step: JobStep, jid: str) -> list[str]:
 
 
 class JobRuns:
-    """Flow runs of the four step deployments, looked up by (jid, step)."""
+    """Flow runs of the four step deployments, looked up by (jid, step).
 
-    def __init__(self, client: PrefectClient) -> None:
+    ``deployment_name`` picks the deployments: the embedded runner's (``pfcon``) or those of
+    a work pool (e.g. ``process`` from prefect.yaml).
+    """
+
+    def __init__(self, client: PrefectClient, deployment_name: str = DEPLOYMENT_NAME) -> None:
         self._client = client
+        self._deployment_name = deployment_name
         self._deployment_ids: dict[JobStep, UUID] = {}
 
     async def deployment_id(self, step: JobStep) -> UUID:
         """The step's deployment id (looked up once by name)."""
         if step not in self._deployment_ids:
-            deployment = await self._client.read_deployment_by_name(deployment_path(step))
+            deployment = await self._client.read_deployment_by_name(
+                deployment_path(step, self._deployment_name)
+            )
             self._deployment_ids[step] = deployment.id
         return self._deployment_ids[step]
 

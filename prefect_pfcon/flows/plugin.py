@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 
 from prefect_pfcon.blocks import load_compute, load_storage
-from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
+from prefect_pfcon.blocks.compute import ComputeBlock, ComputeError, ContainerJob
 from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
@@ -23,6 +26,13 @@ OOM_EXIT_CODE = 137
 
 class PluginFailed(RuntimeError):
     """The plugin container exited with a non-zero code."""
+
+
+def removed_by_client() -> bool:
+    """Whether this run was cancelled while its container ran (a client DELETE)."""
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    return state is not None and (state.is_cancelled() or state.is_cancelling())
 
 
 def container_job(job: PluginJob, storage: StorageBlock, compute: ComputeBlock, run_id: str) -> ContainerJob:
@@ -49,15 +59,22 @@ def plugin_flow(
     job: PluginJob,
     storage_block: str = DEFAULT_STORAGE_BLOCK,
     compute_block: str = DEFAULT_COMPUTE_BLOCK,
-) -> int:
+) -> int | State:
     """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted."""
     with logs_shipped_on_exit():
         compute, storage = load_compute(compute_block), load_storage(storage_block)
         spec = container_job(job, storage, compute, str(flow_run.id))
         launch_container(compute, spec, str(flow_run.id))
-        exit_code = watch_container(compute, spec.name)
+        try:
+            exit_code = watch_container(compute, spec.name)
+        except ComputeError:
+            if removed_by_client():
+                return Cancelled(message="Removed by a client DELETE")
+            raise
         if exit_code == 0:
             publish_outputs(storage, job)
+    if exit_code != 0 and removed_by_client():
+        return Cancelled(message="Removed by a client DELETE")
     if exit_code == OOM_EXIT_CODE:
         raise PluginFailed(
             f"Plugin killed (exit code 137), most likely by its {job.memory_limit} MiB memory limit"

@@ -85,6 +85,8 @@ class ComputeBlock(Block, ABC):
 
     container_env: ClassVar[str]
     compute_volume_type: ClassVar[str]
+    single_worker: ClassVar[bool] = True
+    """Plugin jobs run one container (``number_of_workers`` must be 1)."""
 
     container_user: str | None = Field(
         None, description="UID:GID for plugin containers (ranges a-b allowed); CONTAINER_USER."
@@ -110,6 +112,11 @@ class ComputeBlock(Block, ABC):
 
     def plugin_post_error(self, job: PluginJob) -> str | None:
         """A reason the backend refuses a plugin job at POST time, or ``None``."""
+        if self.single_worker and job.number_of_workers != 1:
+            return (
+                "Compute environment only supports number_of_workers=1, "
+                f"got number_of_workers={job.number_of_workers}"
+            )
         return None
 
     def submit(self, job: ContainerJob) -> None:

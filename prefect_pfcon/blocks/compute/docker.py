@@ -18,7 +18,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
-from prefect_pfcon.models import JobStatus, PluginJob
+from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
 
@@ -72,14 +72,6 @@ class DockerCompute(ComputeBlock):
                 else docker.from_env()
             )
         return self._client
-
-    def plugin_post_error(self, job: PluginJob) -> str | None:
-        if job.number_of_workers != 1:
-            return (
-                "Compute environment only supports number_of_workers=1, "
-                f"got number_of_workers={job.number_of_workers}"
-            )
-        return None
 
     def has_gpu_runtime(self) -> bool:
         """Whether the engine has the NVIDIA runtime GPU device requests need."""

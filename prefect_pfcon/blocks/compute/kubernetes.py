@@ -64,6 +64,7 @@ class KubernetesCompute(ComputeBlock):
     _description = "Runs ChRIS plugin containers as Kubernetes Jobs."
 
     container_env: ClassVar[str] = "kubernetes"
+    single_worker: ClassVar[bool] = False
 
     namespace: str = Field("default", description="Namespace of the Jobs (JOB_NAMESPACE).")
     kubeconfig: str | None = Field(

@@ -30,7 +30,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
-from prefect_pfcon.models import JobStatus, PluginJob
+from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
 WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
@@ -129,14 +129,6 @@ class SlurmCompute(ComputeBlock):
             return None
 
     # ----- submitting --------------------------------------------------------------------
-
-    def plugin_post_error(self, job: PluginJob) -> str | None:
-        if job.number_of_workers != 1:
-            return (
-                "Compute environment only supports number_of_workers=1, "
-                f"got number_of_workers={job.number_of_workers}"
-            )
-        return None
 
     def run_command(self, job: ContainerJob) -> list[str]:
         """The runtime's ``run`` command for the plugin (the name is set by the script)."""

@@ -79,7 +79,7 @@ def create_app(settings: PfconSettings, on_new_run: Callable[[], None] = lambda:
             app.state.jobs = JobService(
                 storage,
                 compute,
-                JobRuns(client),
+                JobRuns(client, settings.deployment_name),
                 {"storage": settings.storage_block, "compute": settings.compute_block},
                 on_new_run,
             )
