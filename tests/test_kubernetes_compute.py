@@ -99,3 +99,19 @@ def test_workers_and_refusals(kubernetes: KubernetesCompute, store: Path):
     with pytest.raises(ComputeError, match="PVC name"):
         pvc.manifest(job)
     assert isinstance(kubernetes.api_client, client.ApiClient)
+
+
+def test_pvc_manifest_uses_sub_paths_of_the_claim(kubernetes: KubernetesCompute, store: Path):
+    pvc = KubernetesCompute(store_base=kubernetes.store_base, pvc_name="storebase", namespace="chris",
+                            node_selector={"gpu": "yes"}, container_user="1001:2002", shm_size=64,
+                            image_pull_secrets=["regcred"], ignore_limits=True)
+    manifest = pvc.manifest(container_job(store, "true", gpu_limit=2))
+    pod = manifest.spec.template.spec
+    assert pod.volumes[0].persistent_volume_claim.claim_name == "storebase"
+    assert pod.volumes[1].empty_dir.medium == "Memory" and pod.volumes[1].empty_dir.size_limit == "64Mi"
+    container = pod.containers[0]
+    assert [m.sub_path for m in container.volume_mounts[:2]] == [f"{store.name}/incoming", f"{store.name}/outgoing"]
+    assert container.volume_mounts[2].mount_path == "/dev/shm"
+    assert container.resources.limits == {"nvidia.com/gpu": "2"}  # IGNORE_LIMITS keeps GPUs only
+    assert (container.security_context.run_as_user, container.security_context.run_as_group) == (1001, 2002)
+    assert pod.node_selector == {"gpu": "yes"} and pod.image_pull_secrets[0].name == "regcred"

@@ -133,3 +133,20 @@ def test_sbatch_gets_the_site_options_and_gpus(session_tmp: Path, mounts):
     command = slurm.sbatch_command(ContainerJob(**{**job.__dict__, "gpu_limit": 1, "cpu_limit": 1500}))
     assert command[-6:-1] == ["--gres=gpu:1", "--partition=debug", "--account=root", "--time=10", "--nice=0"]
     assert "--cpus-per-task=2" in command and "--mem=200M" in command
+
+
+def test_job_cancelled_outside_pfcon_is_a_readable_error(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, "echo running; sleep 600")
+    slurm.submit(job)
+    deadline = time.monotonic() + 30
+    while slurm.state(job.name).status is not JobStatus.STARTED:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    subprocess.run(["scancel", slurm._record(job.name)["job_id"]], check=True)  # an operator's scancel
+    with pytest.raises(ComputeError, match=r"CANCELLED"):
+        slurm.wait(job.name)
+    assert slurm.state(job.name).status is JobStatus.FINISHED_WITH_ERROR
+    deadline = time.monotonic() + 20
+    while containers_named(job.name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert containers_named(job.name) == []
