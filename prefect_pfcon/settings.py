@@ -40,7 +40,9 @@ class PfconSettings(BaseSettings):
         validation_alias=AliasChoices("STOREBASE_MOUNT", "PFCON_STOREBASE"),
     )
     host_store_base: Path | None = Field(None, validation_alias="STOREBASE")
+    hardlink_inputs: bool = Field(True, validation_alias="PFCON_HARDLINK_INPUTS")
     transfer_workers: int = Field(10, ge=1, le=64, validation_alias="PFCON_TRANSFER_WORKERS")
+    max_upload_mb: int = Field(10240, ge=1, validation_alias="PFCON_MAX_UPLOAD_MB")
     zip_max_unpacked_mb: int = Field(10240, ge=1, validation_alias="PFCON_ZIP_MAX_UNPACKED_MB")
     swift_auth_url: str = Field("", validation_alias="SWIFT_AUTH_URL")
     swift_username: str = Field("", validation_alias="SWIFT_USERNAME")

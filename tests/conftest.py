@@ -28,6 +28,7 @@ TEST_SECRET = "test-secret-key-not-for-production"
 READY_TIMEOUT = 240
 SWIFT_TEST_CONTAINER = "pfcon-tests"
 ZIP_LIMIT_MB = 20
+UPLOAD_LIMIT_MB = 30
 
 
 def free_port() -> int:
@@ -176,7 +177,8 @@ def swift_service(session_tmp: Path, fslink_service: Service, swift_credentials)
 @pytest.fixture(scope="session")
 def zipfile_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
     service = _start_replica(
-        session_tmp, fslink_service, "zipfile", {"PFCON_ZIP_MAX_UNPACKED_MB": str(ZIP_LIMIT_MB)}
+        session_tmp, fslink_service, "zipfile",
+        {"PFCON_ZIP_MAX_UNPACKED_MB": str(ZIP_LIMIT_MB), "PFCON_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
     )
     yield service
     _stop(service)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
 from prefect_pfcon.filesystems import StoreBaseFileSystem
+from prefect_pfcon.filesystems.storebase import place_file
 from prefect_pfcon.tasks.chrislink import InvalidInputPath, expand_links, stage_inputs
 from prefect_pfcon.tasks.paths import UnsafePathError
 
@@ -99,6 +101,18 @@ def test_hardlinks_share_inodes(store):
     assert stage(store, ["home/alice/feed/in"], hardlink=True) == (4, FSLINK_STAGED)
     staged = store / "key-j" / "incoming" / "a.txt"
     assert staged.stat().st_ino == (store / "home/alice/feed/in/a.txt").stat().st_ino
+
+
+def test_hard_links_fall_back_to_copies_across_filesystems(tmp_path):
+    shm = Path("/dev/shm") / f"pfcon-test-{os.getpid()}"  # tmpfs: another filesystem than tmp_path
+    shm.mkdir()
+    try:
+        (shm / "f.txt").write_text("data")
+        place_file(shm / "f.txt", tmp_path / "f.txt", hardlink=True)
+        assert (tmp_path / "f.txt").read_text() == "data"
+        assert (tmp_path / "f.txt").stat().st_ino != (shm / "f.txt").stat().st_ino
+    finally:
+        shutil.rmtree(shm)
 
 
 def test_expand_links_stays_inside_incoming(tmp_path):

@@ -10,9 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 from pfconclient.client import JobType
 
-from conftest import ZIP_LIMIT_MB, Service, raw, wait_status
+from conftest import UPLOAD_LIMIT_MB, ZIP_LIMIT_MB, Service, raw, wait_status
 from fixtures_tree import tree
 from test_fslink_lifecycle import new_jid, plugin_descriptors
 
@@ -146,3 +147,25 @@ def test_bad_zips_are_400_and_write_nothing(zipfile_service: Service, archive, m
     assert not (store / "x").exists() and not Path("/etc/evil").exists()
     assert not list(store.parent.rglob("evil")) and not list(store.rglob("zeros.bin"))
     assert raw(zipfile_service, "GET", f"pluginjobs/{jid}/").status_code == 404  # nothing scheduled
+
+
+def test_uploads_over_the_limit_are_413(zipfile_service: Service):
+    big = b"\0" * (UPLOAD_LIMIT_MB + 5) * 2**20
+    declared = post_zip(zipfile_service, new_jid(), big)
+    assert (declared.status_code, declared.json()) == (
+        413, {"message": "The data value transmitted exceeds the capacity limit."})
+    jid = new_jid()
+    boundary = "pfcontest"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"jid\"\r\n\r\n{jid}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"data_file\"; filename=\"d.zip\"\r\n"
+            "Content-Type: application/zip\r\n\r\n").encode()
+
+    def body():  # chunked, no Content-Length: counted as it streams in
+        yield head
+        for _ in range(UPLOAD_LIMIT_MB + 5):
+            yield b"\0" * 2**20
+
+    streamed = requests.post(zipfile_service.url + "pluginjobs/", data=body(), timeout=120, headers={
+        **zipfile_service.headers(), "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert streamed.status_code == 413
+    assert not (zipfile_service.store_base / f"key-{jid}").exists()

@@ -18,7 +18,7 @@ from prefect_pfcon.settings import PfconSettings, parse_key_values
 
 
 def _storage_mode_options(settings: PfconSettings) -> dict[str, Any]:
-    """Fields only one storage mode has (Swift credentials, the zip size limit)."""
+    """Fields only one storage mode has (Swift credentials, the zip size limit, hard links)."""
     if settings.storage_env == "swift":
         return {
             "auth_url": settings.swift_auth_url,
@@ -28,6 +28,8 @@ def _storage_mode_options(settings: PfconSettings) -> dict[str, Any]:
         }
     if settings.storage_env == "zipfile":
         return {"max_unpacked_mb": settings.zip_max_unpacked_mb}
+    if settings.storage_env == "fslink":
+        return {"hardlink_inputs": settings.hardlink_inputs}
     return {}
 
 

@@ -27,8 +27,8 @@ class FSLinkStorage(StorageBlock):
     requires_copy_job: ClassVar[bool] = True
 
     hardlink_inputs: bool = Field(
-        False,
-        description="Stage inputs as hard links instead of byte copies when on one filesystem.",
+        True,
+        description="Stage inputs as hard links (zero-copy; byte copies across filesystems).",
     )
 
     def filesystem(self) -> StoreBaseFileSystem:

@@ -28,6 +28,7 @@ from prefect_pfcon.deployments.api.forms import (
     FormField,
     parse_form,
 )
+from prefect_pfcon.deployments.api.limits import BodySizeLimit
 from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
 from prefect_pfcon.deployments.runs import JobRuns
 from prefect_pfcon.models import JobStep
@@ -45,6 +46,7 @@ NOT_FOUND_PAGE = (
 )
 MAX_FORM_FIELDS = 1000
 MAX_FORM_PART_BYTES = 1024 * 1024
+MAX_FORM_BODY_BYTES = 16 * 1024 * 1024
 
 STEP_FIELDS: dict[JobStep, list[FormField]] = {
     JobStep.COPY: COPY_FIELDS,
@@ -87,6 +89,11 @@ def create_app(settings: PfconSettings, on_new_run: Callable[[], None] = lambda:
 
     app = FastAPI(title="prefect-pfcon", version=server_version(), lifespan=lifespan)
     app.router.redirect_slashes = False
+    app.add_middleware(
+        BodySizeLimit,
+        max_form_bytes=MAX_FORM_BODY_BYTES,
+        max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+    )
     _add_error_handlers(app)
     _add_public_routes(app, auth)
     for step in JobStep:
