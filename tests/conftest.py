@@ -59,11 +59,11 @@ class Service:
 
 
 def _start_service(
-    tmp: Path, name: str, storage: str, env_extra: dict[str, str], prefect_port: int
+    tmp: Path, name: str, storage: str, env_extra: dict[str, str], prefect_port: int, port: int | None = None
 ) -> Service:
     store_base = tmp / f"storeBase-{name}"
-    store_base.mkdir(parents=True)
-    port = free_port()
+    store_base.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
     inherited = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env = {
         **inherited,

@@ -6,10 +6,13 @@ run of the step's deployment named ``<step>-<jid>``, unless a client DELETE mark
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
+import anyio
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -27,6 +30,7 @@ from prefect_pfcon.flows import STEP_FLOWS
 from prefect_pfcon.flows.naming import run_name_for
 from prefect_pfcon.models import JobStep
 
+T = TypeVar("T")
 DEPLOYMENT_NAME = "pfcon"
 REMOVED_TAG = "pfcon:removed"
 MAX_LOG_PAGE = 200  # the Prefect API's page size limit
@@ -42,6 +46,18 @@ def run_tags(step: JobStep, jid: str) -> list[str]:
     return [f"jid:{jid}", f"step:{step.value}", "pfcon"]
 
 
+def bounded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Give a Prefect call the instance's deadline: the Prefect client retries a lost server
+    for about a minute, and an API answer must not wait that long (``TimeoutError`` → 503)."""
+
+    @functools.wraps(method)
+    async def call(self: JobRuns, *args: Any, **kwargs: Any) -> T:
+        with anyio.fail_after(self._deadline):
+            return await method(self, *args, **kwargs)
+
+    return call
+
+
 class JobRuns:
     """Flow runs of the four step deployments, looked up by (jid, step).
 
@@ -49,11 +65,15 @@ class JobRuns:
     a work pool (e.g. ``process`` from prefect.yaml).
     """
 
-    def __init__(self, client: PrefectClient, deployment_name: str = DEPLOYMENT_NAME) -> None:
+    def __init__(
+        self, client: PrefectClient, deployment_name: str = DEPLOYMENT_NAME, deadline_seconds: float = 10.0
+    ) -> None:
         self._client = client
         self._deployment_name = deployment_name
+        self._deadline = deadline_seconds
         self._deployment_ids: dict[JobStep, UUID] = {}
 
+    @bounded
     async def deployment_id(self, step: JobStep) -> UUID:
         """The step's deployment id (looked up once by name)."""
         if step not in self._deployment_ids:
@@ -63,6 +83,7 @@ class JobRuns:
             self._deployment_ids[step] = deployment.id
         return self._deployment_ids[step]
 
+    @bounded
     async def current(self, step: JobStep, jid: str) -> FlowRun | None:
         """The newest run of (jid, step), or ``None`` if there is none or it was removed."""
         runs = await self._client.read_flow_runs(
@@ -77,6 +98,7 @@ class JobRuns:
             return None
         return runs[0]
 
+    @bounded
     async def create(
         self,
         step: JobStep,
@@ -95,6 +117,7 @@ class JobRuns:
             idempotency_key=f"pfcon:{step.value}:{jid}:after:{previous}",
         )
 
+    @bounded
     async def remove(self, run: FlowRun) -> None:
         """Cancel the run if it is not finished, and hide it from job lookups."""
         if run.state is not None and not run.state.is_final():
@@ -103,6 +126,7 @@ class JobRuns:
             )
         await self._client.update_flow_run(run.id, tags=[*run.tags, REMOVED_TAG])
 
+    @bounded
     async def log_tail(self, run: FlowRun, lines: int) -> str:
         """The run's last ``lines`` Prefect log lines, oldest first."""
         logs = await self._client.read_logs(

@@ -44,6 +44,7 @@ NOT_FOUND_PAGE = (
     "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
     f"<p>{NOT_FOUND_TEXT}</p>\n"
 )
+PREFECT_UNAVAILABLE = "The Prefect server is unavailable; try again shortly."
 MAX_FORM_FIELDS = 1000
 MAX_FORM_PART_BYTES = 1024 * 1024
 MAX_FORM_BODY_BYTES = 16 * 1024 * 1024
@@ -81,7 +82,7 @@ def create_app(settings: PfconSettings, on_new_run: Callable[[], None] = lambda:
             app.state.jobs = JobService(
                 storage,
                 compute,
-                JobRuns(client, settings.deployment_name),
+                JobRuns(client, settings.deployment_name, settings.prefect_deadline_seconds),
                 {"storage": settings.storage_block, "compute": settings.compute_block},
                 on_new_run,
             )
@@ -219,7 +220,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def prefect_unavailable(request: Request, exc: httpx.HTTPError) -> Response:
         if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
             return answer(error(500, "Internal Server Error"))
-        return answer(error(503, "The Prefect server is unavailable; try again shortly."))
+        return answer(error(503, PREFECT_UNAVAILABLE))
+
+    @app.exception_handler(TimeoutError)
+    async def prefect_too_slow(request: Request, exc: TimeoutError) -> Response:
+        return answer(error(503, PREFECT_UNAVAILABLE))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:

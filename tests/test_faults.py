@@ -1,0 +1,127 @@
+"""Faults survived, for real: the service killed with SIGKILL mid-job, and the Prefect server
+stopped for 20 s. Each test runs its own service so it can kill what it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from pfconclient.client import JobType
+
+from conftest import Service, _start_service, _stop, free_port, wait_status
+from fixtures_tree import make_fslink_fixture
+from test_fslink_lifecycle import copied_job, sh_plugin, submit_and_wait_started
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+UNAVAILABLE = {"message": "The Prefect server is unavailable; try again shortly."}
+
+
+class PrefectServer:
+    """A Prefect server process this test starts, stops and starts again (same database)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.port = home, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env.pop("PREFECT_API_URL", None)
+        log = (self.home / "server.log").open("a")
+        self.process = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        raise RuntimeError("Prefect server did not start")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        with socket.socket() as probe:  # nothing listens any more
+            assert probe.connect_ex(("127.0.0.1", self.port)) != 0
+
+
+@pytest.fixture
+def prefect_server(session_tmp: Path) -> Iterator[PrefectServer]:
+    home = session_tmp / f"prefect-faults-{os.getpid()}-{time.monotonic_ns()}"
+    home.mkdir()
+    server = PrefectServer(home)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.stop()
+
+
+def start(session_tmp: Path, name: str, env: dict[str, str], port: int | None = None, prefect_port: int = 0) -> Service:
+    service = _start_service(session_tmp, name, "fslink", env, prefect_port, port)
+    make_fslink_fixture(service.store_base)
+    return service
+
+
+def test_prefect_down_for_20_seconds_answers_503_then_resumes(session_tmp: Path, prefect_server: PrefectServer,
+                                                              docker_client):
+    env = {"PREFECT_API_URL": prefect_server.url, "PREFECT_HOME": str(prefect_server.home)}
+    service = start(session_tmp, "faults-prefect-down", env)
+    try:
+        client = service.client()
+        jid, output_dir = copied_job(service)
+        # a plugin that outlives the outage: it must still complete
+        submit_and_wait_started(client, jid, sh_plugin(output_dir, 'sleep 30; echo survived > "$2"/out.txt'))
+        prefect_server.stop()
+        down_until = time.monotonic() + 20
+        answers = []
+        while time.monotonic() < down_until:
+            for method, path, data in (("GET", f"pluginjobs/{jid}/", None), ("POST", "copyjobs/",
+                                       {"jid": "other", "output_dir": "x"}), ("DELETE", "copyjobs/other/", None)):
+                response = requests.request(method, service.url + path, data=data, headers=service.headers(),
+                                            timeout=30)
+                answers.append((response.status_code, response.json()))
+            health = requests.get(service.url + "health/", timeout=10)
+            assert health.status_code == 200
+            time.sleep(1)
+        assert answers and all(answer == (503, UNAVAILABLE) for answer in answers), answers[:5]
+        prefect_server.start()
+        plugin = wait_status(client, JobType.PLUGIN, jid, timeout=120)
+        assert plugin["status"] == "finishedSuccessfully", plugin
+        assert (service.store_base / output_dir / "out.txt").read_text() == "survived\n"
+        # new work is accepted again
+        next_jid, next_output = copied_job(service)
+        assert next_jid and next_output
+    finally:
+        _stop(service)
+
+
+def test_service_killed_mid_job_completes_it_once(session_tmp: Path, docker_client):
+    prefect_port, api_port = free_port(), free_port()
+    env = {"PREFECT_HOME": str(session_tmp / "prefect-home-killed")}
+    service = start(session_tmp, "faults-killed", env, api_port, prefect_port)
+    client = service.client()
+    jid, output_dir = copied_job(service)
+    submit_and_wait_started(client, jid, sh_plugin(output_dir, 'echo run >> "$2"/runs.txt; sleep 10; echo done'))
+    container_id = docker_client.api.inspect_container(jid)["Id"]
+    service.process.send_signal(signal.SIGKILL)  # the API, the runner and (by PDEATHSIG) its Prefect server
+    service.process.wait(timeout=30)
+    restarted = start(session_tmp, "faults-killed", env, api_port, prefect_port)
+    try:
+        plugin = wait_status(restarted.client(), JobType.PLUGIN, jid, timeout=180)
+        assert plugin["status"] == "finishedSuccessfully", plugin
+        assert plugin["logs"].endswith("done\n")
+        assert docker_client.api.inspect_container(jid)["Id"] == container_id  # re-attached, not re-run
+        assert (restarted.store_base / output_dir / "runs.txt").read_text() == "run\n"  # ran exactly once
+        assert any("Rescheduled 1 runs interrupted" in line or "Rescheduled" in line for line in restarted.output)
+    finally:
+        _stop(restarted)
