@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SlurmCompute
+from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL
+from prefect_pfcon.blocks.compute.slurm import SlurmJob, describe, exit_code, job_status, parse_exit_file
 from prefect_pfcon.models import JobStatus
 
 BUSYBOX = "local/busybox:test"
+REPO = Path(__file__).resolve().parents[1]
+SLURM_LIB = f"export PFCON_REPO={REPO}; source {REPO}/scripts/lib/slurm.sh"
+
+
+def slurm_up() -> bool:
+    return subprocess.run(["sinfo", "--noheader"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_cluster() -> Iterator[None]:
+    """The real single-node Slurm: started with scripts/lib/slurm.sh unless it already runs
+    (scripts/test.sh starts it), and then stopped again at the end of the session."""
+    started = False
+    if not slurm_up():
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+        subprocess.run(["bash", "-c", f"{SLURM_LIB}; start_slurm"], check=True, env=env, timeout=600)
+        started = True
+    assert slurm_up()
+    yield
+    if started:
+        subprocess.run(["bash", "-c", f"{SLURM_LIB}; SLURM_STARTED_HERE=1; stop_slurm"], check=False, timeout=120)
 
 
 @pytest.fixture
@@ -34,7 +59,7 @@ def container_job(mounts, script: str, memory_limit: int = 200) -> ContainerJob:
     return ContainerJob(
         name=name, image=BUSYBOX, command=["sh", "-c", script], env=["GREETING=hello world"],
         cpu_limit=1000, memory_limit=memory_limit, gpu_limit=0, number_of_workers=1,
-        incoming=mounts[0], outgoing=mounts[1], labels={"org.chrisproject.jid": name},
+        incoming=mounts[0], outgoing=mounts[1], labels={JID_LABEL: name, FLOW_RUN_LABEL: f"run-{name}"},
     )
 
 
@@ -56,7 +81,8 @@ def test_plugin_runs_as_a_slurm_job(slurm: SlurmCompute, mounts):
     slurm.submit(job)
     state = slurm.state(job.name)
     assert state.status in (JobStatus.NOT_STARTED, JobStatus.STARTED)
-    assert state.labels == {"org.test.suite": "prefect-pfcon", "org.chrisproject.jid": job.name}
+    assert state.labels == {"org.test.suite": "prefect-pfcon", JID_LABEL: job.name, FLOW_RUN_LABEL: f"run-{job.name}"}
+    assert state.flow_run_id == f"run-{job.name}"
     assert list(slurm.follow_logs(job.name)) == ["start", "hello world", "read-only", "done"]
     assert slurm.wait(job.name) == 0
     state = slurm.state(job.name)
@@ -85,7 +111,11 @@ def test_memory_hog_is_killed_by_its_limit(slurm: SlurmCompute, mounts):
     job = container_job(mounts, "echo hog; x=a; while true; do x=$x$x; done", memory_limit=32)
     slurm.submit(job)
     assert slurm.wait(job.name) == 137
-    assert slurm.state(job.name).message.endswith("FAILED (exit code 137)")
+    state = slurm.state(job.name)
+    assert (state.status, state.exit_code) == (JobStatus.FINISHED_WITH_ERROR, 137)
+    assert state.message.startswith("Out of memory (limit 32 MiB): Slurm job ")
+    assert state.message.endswith("FAILED (exit code 137)")
+    assert containers_named(job.name) == []
 
 
 def test_time_limit_ends_the_job(session_tmp: Path, mounts):
@@ -122,7 +152,7 @@ def test_a_new_block_instance_finds_the_job_again(slurm: SlurmCompute, session_t
     slurm.submit(job)
     restarted = SlurmCompute(work_dir=str(session_tmp / "slurm-work"))
     assert restarted.wait(job.name) == 0
-    assert restarted.state(job.name).labels["org.chrisproject.jid"] == job.name
+    assert restarted.state(job.name).labels[JID_LABEL] == job.name
     assert restarted.logs(job.name) == "once\n"
 
 
@@ -150,3 +180,33 @@ def test_job_cancelled_outside_pfcon_is_a_readable_error(slurm: SlurmCompute, mo
     while containers_named(job.name) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert containers_named(job.name) == []
+
+
+def test_slurm_states_map_to_pfcon_statuses():
+    assert job_status("PENDING") is job_status("CONFIGURING") is JobStatus.NOT_STARTED  # nodes still booting
+    assert job_status("RUNNING") is job_status("COMPLETING") is JobStatus.STARTED
+    assert job_status("COMPLETED") is JobStatus.FINISHED_SUCCESSFULLY
+    for state in ("FAILED", "OUT_OF_MEMORY", "TIMEOUT", "CANCELLED", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                  "DEADLINE"):
+        assert job_status(state) is JobStatus.FINISHED_WITH_ERROR
+    assert job_status("") is JobStatus.UNDEFINED
+    assert (exit_code("3:0"), exit_code("0:9"), exit_code("")) == (3, 137, None)
+    assert (parse_exit_file("137 true\n"), parse_exit_file("0 false"), parse_exit_file("")) == (
+        (137, True), (0, False), None)
+    assert describe("7", SlurmJob("TIMEOUT", None, "", "", "00:01:00")) == "Slurm job 7 TIMEOUT (time limit 00:01:00)"
+    assert describe("7", SlurmJob("FAILED", 3, "", "", "")) == "Slurm job 7 FAILED (exit code 3)"
+    assert describe("7", SlurmJob("CANCELLED", None, "", "", "")) == "Slurm job 7 CANCELLED"
+
+
+def test_batch_script_runs_the_container_isolated(session_tmp: Path, mounts):
+    slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), container_user="1000:100", shm_size=64)
+    script = slurm.batch_script(container_job(mounts, "echo 'quoted; $HOME'"))
+    for part in ("--network none", f"{mounts[0]}:/share/incoming:ro", f"{mounts[1]}:/share/outgoing:rw",
+                 "--memory 200m", "--memory-swap 200m", "--user 1000", "--group-add 100", "--shm-size 64m",
+                 "--env 'GREETING=hello world'", "trap ", "exit 143' TERM INT", 'exit "$code"'):
+        assert part in script
+    assert "'echo '\"'\"'quoted; $HOME'\"'\"''" in script  # the plugin's command is not expanded by the script
+    unlimited = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), ignore_limits=True)
+    job = container_job(mounts, "true")
+    assert "--memory" not in unlimited.batch_script(job)
+    assert not any(part.startswith(("--mem=", "--cpus-per-task")) for part in unlimited.sbatch_command(job))

@@ -2,9 +2,10 @@
 
 Only Slurm's command-line tools are used (``sbatch``, ``squeue``, ``sacct``, ``scontrol``,
 ``scancel``). Each job leaves its files in ``work_dir``: the generated batch script, its
-output (the plugin's logs), the container's exit code (written by the script: ``sacct`` of
-Slurm 22.05 misreports codes over 128, such as 137 for an out-of-memory kill) and a small
-JSON record (Slurm job id, labels) through which a restarted runner finds the job again.
+output (the plugin's logs), the container's exit code and whether the runtime killed it for
+its memory limit (written by the script: ``sacct`` of Slurm 22.05 misreports codes over 128,
+such as 137 for an out-of-memory kill) and a small JSON record (Slurm job id, labels, memory
+limit) through which a restarted runner finds the job again.
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ CONTAINER_VAR = "$CONTAINER"  # the script names the container after the jid and
 
 
 class SlurmJob(NamedTuple):
-    """What Slurm reports of a job: state, exit code (``rc`` or 128 + signal), times."""
+    """What Slurm reports of a job: state, exit code (``rc`` or 128 + signal), times; and
+    whether the container runtime killed the plugin for its memory limit."""
 
     state: str
     exit_code: int | None
     start: str
     end: str
     time_limit: str
+    oom_killed: bool = False
 
 
 def job_status(state: str) -> JobStatus:
@@ -58,6 +61,12 @@ def job_status(state: str) -> JobStatus:
     if state == "COMPLETED":
         return JobStatus.FINISHED_SUCCESSFULLY
     return JobStatus.FINISHED_WITH_ERROR if state else JobStatus.UNDEFINED
+
+
+def parse_exit_file(text: str) -> tuple[int, bool] | None:
+    """The script's ``<exit code> <OOMKilled>`` line, or ``None`` if unreadable."""
+    code, _, oom = text.strip().partition(" ")
+    return (int(code), oom == "true") if code.lstrip("-").isdigit() else None
 
 
 def exit_code(text: str) -> int | None:
@@ -76,9 +85,12 @@ def rfc3339(slurm_time: str) -> str | None:
         return None
 
 
-def describe(job_id: str, job: SlurmJob) -> str:
+def describe(job_id: str, job: SlurmJob, memory_limit: int | None = None) -> str:
     """The status ``message``: the Slurm job and why it ended, when it did not succeed."""
     text = f"Slurm job {job_id} {job.state}"
+    if job.oom_killed:
+        limit = f" (limit {memory_limit} MiB)" if memory_limit else ""
+        return f"Out of memory{limit}: {text} (exit code {job.exit_code})"
     if job.state == "TIMEOUT":
         return f"{text} (time limit {job.time_limit})"
     if job.state in ("FAILED", "OUT_OF_MEMORY") and job.exit_code is not None:
@@ -132,7 +144,7 @@ class SlurmCompute(ComputeBlock):
 
     def run_command(self, job: ContainerJob) -> list[str]:
         """The runtime's ``run`` command for the plugin (the name is set by the script)."""
-        command = [self.runtime, "run", "--rm", "--name", CONTAINER_VAR, "--network", self.network_mode]
+        command = [self.runtime, "run", "--name", CONTAINER_VAR, "--network", self.network_mode]
         command += ["-v", f"{job.incoming}:{INCOMING}:ro", "-v", f"{job.outgoing}:{OUTGOING}:rw"]
         if not self.ignore_limits:
             memory = f"{job.memory_limit}m"
@@ -153,7 +165,8 @@ class SlurmCompute(ComputeBlock):
         return [*command, *self.runtime_options, job.image, *job.command]
 
     def batch_script(self, job: ContainerJob) -> str:
-        """The batch script: run the container, stop it if the Slurm job is cancelled."""
+        """The batch script: run the container, record its exit code and whether it ran out
+        of memory, remove it; stop it if the Slurm job is cancelled or times out."""
         run = " ".join(f'"{part}"' if part == CONTAINER_VAR else shlex.quote(part) for part in self.run_command(job))
         runtime = shlex.quote(self.runtime)
         return (
@@ -164,7 +177,9 @@ class SlurmCompute(ComputeBlock):
             f"{run} &\n"
             "wait $!\n"
             "code=$?\n"
-            f'echo "$code" > {shlex.quote(str(self._path(job.name, ".exit")))}\n'
+            f"oom=$({runtime} inspect --format '{{{{.State.OOMKilled}}}}' \"$CONTAINER\" 2>/dev/null)\n"
+            f'{runtime} rm -f "$CONTAINER" >/dev/null 2>&1\n'
+            f'echo "$code ${{oom:-false}}" > {shlex.quote(str(self._path(job.name, ".exit")))}\n'
             'exit "$code"\n'
         )
 
@@ -192,7 +207,8 @@ class SlurmCompute(ComputeBlock):
         result = subprocess.run(self.sbatch_command(job), capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ComputeError(f"sbatch refused the job: {result.stderr.strip()}")
-        record = {"job_id": result.stdout.strip().split(";")[0], "labels": {**self.job_labels, **job.labels}}
+        record = {"job_id": result.stdout.strip().split(";")[0], "labels": {**self.job_labels, **job.labels},
+                  "memory_limit": None if self.ignore_limits else job.memory_limit}
         self._path(job.name, ".json").write_text(json.dumps(record))
 
     # ----- observing ---------------------------------------------------------------------
@@ -222,10 +238,12 @@ class SlurmCompute(ComputeBlock):
             return None
         job = self.slurm_job(record["job_id"])
         try:
-            code = int(self._path(name, ".exit").read_text())
-        except (FileNotFoundError, ValueError):
+            written = parse_exit_file(self._path(name, ".exit").read_text())
+        except FileNotFoundError:
+            written = None
+        if job is None or written is None:
             return record, job
-        return record, job._replace(exit_code=code) if job else None
+        return record, job._replace(exit_code=written[0], oom_killed=written[1])
 
     def state(self, name: str) -> ContainerState | None:
         found = self._job(name)
@@ -237,7 +255,8 @@ class SlurmCompute(ComputeBlock):
                                   ZERO_TIME, None, record["labels"])
         status = job_status(job.state)
         ended = None if status.is_active else rfc3339(job.end)
-        return ContainerState(status, describe(record["job_id"], job), ended or rfc3339(job.start) or ZERO_TIME,
+        message = describe(record["job_id"], job, record.get("memory_limit"))
+        return ContainerState(status, message, ended or rfc3339(job.start) or ZERO_TIME,
                               job.exit_code, record["labels"])
 
     def logs(self, name: str) -> str:
@@ -283,7 +302,7 @@ class SlurmCompute(ComputeBlock):
             return 0
         if job.state in ("FAILED", "OUT_OF_MEMORY") and job.exit_code:
             return job.exit_code
-        raise ComputeError(describe(record["job_id"], job))
+        raise ComputeError(describe(record["job_id"], job, record.get("memory_limit")))
 
     def remove(self, name: str) -> None:
         record = self._record(name)
