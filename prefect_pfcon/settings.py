@@ -77,7 +77,7 @@ class PfconSettings(BaseSettings):
     volume_name: str | None = Field(None, validation_alias="VOLUME_NAME")
     kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
 
-    prefect_deadline_seconds: float = Field(10.0, gt=0, validation_alias="PFCON_PREFECT_DEADLINE_SECONDS")
+    prefect_deadline_seconds: float = Field(30.0, gt=0, validation_alias="PFCON_PREFECT_DEADLINE_SECONDS")
     deployment_name: str = Field("pfcon", validation_alias="PFCON_DEPLOYMENT")
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
     runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")

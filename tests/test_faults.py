@@ -74,7 +74,8 @@ def start(session_tmp: Path, name: str, env: dict[str, str], port: int | None = 
 
 def test_prefect_down_for_20_seconds_answers_503_then_resumes(session_tmp: Path, prefect_server: PrefectServer,
                                                               docker_client):
-    env = {"PREFECT_API_URL": prefect_server.url, "PREFECT_HOME": str(prefect_server.home)}
+    env = {"PREFECT_API_URL": prefect_server.url, "PREFECT_HOME": str(prefect_server.home),
+           "PFCON_PREFECT_DEADLINE_SECONDS": "5"}
     service = start(session_tmp, "faults-prefect-down", env)
     try:
         client = service.client()

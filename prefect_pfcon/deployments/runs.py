@@ -66,7 +66,7 @@ class JobRuns:
     """
 
     def __init__(
-        self, client: PrefectClient, deployment_name: str = DEPLOYMENT_NAME, deadline_seconds: float = 10.0
+        self, client: PrefectClient, deployment_name: str = DEPLOYMENT_NAME, deadline_seconds: float = 30.0
     ) -> None:
         self._client = client
         self._deployment_name = deployment_name
