@@ -124,3 +124,15 @@ def test_expand_links_stays_inside_incoming(tmp_path):
     with pytest.raises(UnsafePathError):
         expand_links(incoming)
     assert tree(incoming) == ["l.chrislink"]
+
+
+def test_staging_again_replaces_the_previous_inputs(store):
+    from prefect_pfcon.blocks.storage import FSLinkStorage
+    from prefect_pfcon.models import CopyJob
+
+    storage = FSLinkStorage(store_base=str(store))  # hard links, the default
+    job = CopyJob(jid="again", input_dirs=["home/alice/feed/in"], output_dir="home/alice/feed/out")
+    assert storage.stage_in(job) == 4
+    (storage.incoming("again") / "stale.txt").write_text("from an earlier attempt")
+    assert storage.stage_in(job) == 4  # a retried copy: same inputs, nothing stale, no error
+    assert tree(storage.incoming("again")) == FSLINK_STAGED

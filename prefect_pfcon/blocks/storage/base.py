@@ -128,7 +128,9 @@ class StorageBlock(Block, ABC):
         return StoreBaseFileSystem(self.root)
 
     def stage_in(self, job: CopyJob) -> int:
-        """Fill ``key-<jid>/incoming`` from the input dirs (links resolved); pfcon's nfiles."""
+        """Fill a fresh ``key-<jid>/incoming`` from the input dirs (links resolved); pfcon's
+        nfiles. A copy that runs again (a retry) starts from an empty dir."""
+        shutil.rmtree(self.incoming(job.jid), ignore_errors=True)
         return stage_inputs(
             self.filesystem(),
             job.input_dirs,
