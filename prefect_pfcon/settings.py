@@ -78,6 +78,8 @@ class PfconSettings(BaseSettings):
     kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
 
     prefect_deadline_seconds: float = Field(30.0, gt=0, validation_alias="PFCON_PREFECT_DEADLINE_SECONDS")
+    janitor_seconds: float = Field(300.0, ge=0, validation_alias="PFCON_JANITOR_SECONDS")
+    janitor_grace_seconds: float = Field(60.0, ge=0, validation_alias="PFCON_JANITOR_GRACE_SECONDS")
     deployment_name: str = Field("pfcon", validation_alias="PFCON_DEPLOYMENT")
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
     runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")

@@ -19,11 +19,13 @@ from prefect.client.schemas.filters import (
     DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterName,
+    FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
 from prefect_pfcon.flows import STEP_FLOWS
@@ -97,6 +99,30 @@ class JobRuns:
         if not runs or REMOVED_TAG in runs[0].tags:
             return None
         return runs[0]
+
+    @bounded
+    async def forgotten(self, jid: str) -> bool:
+        """Whether clients DELETEd this jid's jobs: a run of it is marked removed and no step
+        has a current run any more."""
+        removed = await self._client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"jid:{jid}", REMOVED_TAG])), limit=1
+        )
+        if not removed:
+            return False
+        for step in JobStep:
+            if await self.current(step, jid) is not None:
+                return False
+        return True
+
+    @bounded
+    async def removed(self, run_id: str) -> bool:
+        """Whether a client DELETE removed this flow run (a run this Prefect server does not
+        know, perhaps another instance's, is not)."""
+        try:
+            run = await self._client.read_flow_run(UUID(run_id))
+        except ObjectNotFound:
+            return False
+        return REMOVED_TAG in run.tags
 
     @bounded
     async def create(

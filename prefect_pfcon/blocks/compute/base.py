@@ -142,3 +142,8 @@ class ComputeBlock(Block, ABC):
     def remove(self, name: str) -> None:
         """Remove the container, killing it if it runs; no error if absent."""
         raise NotImplementedError
+
+    def ended_jobs(self) -> dict[str, str]:
+        """Plugin containers prefect-pfcon started that have ended: name → flow run id
+        (for the janitor; backends whose jobs clean themselves up return none)."""
+        return {}

@@ -11,6 +11,8 @@ from docker.types import DeviceRequest
 from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import (
+    FLOW_RUN_LABEL,
+    JOB_TYPE_LABEL,
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
@@ -166,3 +168,9 @@ class DockerCompute(ComputeBlock):
             self.client.api.remove_container(name, force=True)
         except NotFound:
             pass
+
+    def ended_jobs(self) -> dict[str, str]:
+        containers = self.client.api.containers(
+            all=True, filters={"label": [FLOW_RUN_LABEL, f"{JOB_TYPE_LABEL}=plugin"], "status": "exited"}
+        )
+        return {container["Names"][0].lstrip("/"): container["Labels"][FLOW_RUN_LABEL] for container in containers}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from abc import ABC
 from datetime import datetime
 from pathlib import Path
@@ -158,6 +159,16 @@ class StorageBlock(Block, ABC):
             return None
         outgoing = self.outgoing(jid)
         return list_output_files(outgoing, skip_chrislinks=True) if outgoing.is_dir() else []
+
+    def key_dir_jids(self, older_than_seconds: float) -> list[str]:
+        """jids of the key dirs under the storeBase not modified for ``older_than_seconds``."""
+        cutoff = time.time() - older_than_seconds
+        return [
+            entry.name.removeprefix("key-")
+            for entry in os.scandir(self.root)
+            if entry.name.startswith("key-") and entry.is_dir(follow_symlinks=False)
+            and entry.stat(follow_symlinks=False).st_mtime < cutoff
+        ]
 
     def has_job_data(self, jid: str) -> bool:
         """Whether the job's key dir exists (a delete job has something to do)."""

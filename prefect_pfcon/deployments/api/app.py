@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,8 +29,9 @@ from prefect_pfcon.deployments.api.forms import (
     FormField,
     parse_form,
 )
-from prefect_pfcon.deployments.api.limits import BodySizeLimit
 from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
+from prefect_pfcon.deployments.api.limits import BodySizeLimit
+from prefect_pfcon.deployments.janitor import Janitor
 from prefect_pfcon.deployments.runs import JobRuns
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.settings import PfconSettings
@@ -79,14 +81,23 @@ def create_app(settings: PfconSettings, on_new_run: Callable[[], None] = lambda:
         async with get_client() as client:
             storage = await to_thread.run_sync(load_storage, settings.storage_block)
             compute = await to_thread.run_sync(load_compute, settings.compute_block)
+            runs = JobRuns(client, settings.deployment_name, settings.prefect_deadline_seconds)
             app.state.jobs = JobService(
                 storage,
                 compute,
-                JobRuns(client, settings.deployment_name, settings.prefect_deadline_seconds),
+                runs,
                 {"storage": settings.storage_block, "compute": settings.compute_block},
                 on_new_run,
             )
-            yield
+            janitor = None
+            if settings.janitor_seconds > 0:
+                sweeper = Janitor(storage, compute, runs, settings.janitor_grace_seconds)
+                janitor = asyncio.create_task(sweeper.run(settings.janitor_seconds))
+            try:
+                yield
+            finally:
+                if janitor is not None:
+                    janitor.cancel()
 
     app = FastAPI(title="prefect-pfcon", version=server_version(), lifespan=lifespan)
     app.router.redirect_slashes = False

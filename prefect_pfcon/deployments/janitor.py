@@ -1,0 +1,59 @@
+"""The janitor: removes what jobs DELETEd by clients leave behind, and never anything else.
+
+pfcon's DELETE never touches data, and a container whose removal failed stays; over time
+these pile up. Each sweep removes ended plugin containers whose flow run a client DELETE
+removed, and the key dirs of jids whose jobs clients all DELETEd. Containers and dirs this
+Prefect server knows nothing about (another instance's, an operator's) are left alone, and
+with ``REMOVE_JOBS=false`` nothing is swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from anyio import to_thread
+
+from prefect_pfcon.blocks.compute import ComputeBlock
+from prefect_pfcon.blocks.storage import StorageBlock
+from prefect_pfcon.deployments.runs import JobRuns
+
+logger = logging.getLogger("prefect_pfcon.janitor")
+
+
+@dataclass
+class Janitor:
+    """One storage, one compute backend, and the runs that say what is still wanted."""
+
+    storage: StorageBlock
+    compute: ComputeBlock
+    runs: JobRuns
+    grace_seconds: float = 60.0
+
+    async def sweep(self) -> tuple[list[str], list[str]]:
+        """One pass; the containers and the key dirs' jids removed."""
+        containers: list[str] = []
+        key_dirs: list[str] = []
+        if not self.compute.remove_jobs:
+            return containers, key_dirs
+        for name, run_id in (await to_thread.run_sync(self.compute.ended_jobs)).items():
+            if await self.runs.removed(run_id):
+                await to_thread.run_sync(self.compute.remove, name)
+                containers.append(name)
+        for jid in await to_thread.run_sync(self.storage.key_dir_jids, self.grace_seconds):
+            if await self.runs.forgotten(jid):
+                await to_thread.run_sync(self.storage.remove_job_data, jid)
+                key_dirs.append(jid)
+        if containers or key_dirs:
+            logger.info("Janitor removed containers %s and the key dirs of %s", containers, key_dirs)
+        return containers, key_dirs
+
+    async def run(self, interval_seconds: float) -> None:
+        """Sweep every ``interval_seconds`` until cancelled; a failed sweep is logged and retried."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("Janitor sweep failed")
