@@ -48,6 +48,9 @@ def _prepare_prefect_env(prefect_port: int) -> str | None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
     os.environ.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{prefect_port}/api")
+    # SQLite: writers wait up to a minute for the lock instead of failing with "database is
+    # locked", which the server answers 503 and the client retries only after a backoff
+    os.environ.setdefault("PREFECT_API_DATABASE_TIMEOUT", "60")
     if os.environ.get("PREFECT_API_URL"):
         return None
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
