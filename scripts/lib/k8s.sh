@@ -12,10 +12,13 @@ K8S_STARTED_HERE=0
 start_k8s() {
   bash "$K8S_SCRIPTS/build-k8s.sh" >"${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/k8s-build.log" 2>&1 \
     || { echo "building Kubernetes failed; see the log" >&2; return 1; }
-  if ! { [ -s "$K8S_DIR/pids/kube-apiserver.pid" ] && kill -0 "$(cat "$K8S_DIR/pids/kube-apiserver.pid")" 2>/dev/null; }; then
+  if ! (source "$K8S_SCRIPTS/pids.sh" && component_alive kube-apiserver); then
     K8S_STARTED_HERE=1
+    bash "$K8S_SCRIPTS/stop-k8s.sh" >/dev/null 2>&1  # a clean slate: leftovers of a run that was killed
   fi
-  bash "$K8S_SCRIPTS/start-k8s.sh" >/dev/null
+  local start_log="${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/k8s-start.log"
+  bash "$K8S_SCRIPTS/start-k8s.sh" >"$start_log" 2>&1 \
+    || { tail -n 20 "$start_log" >&2; return 1; }
   export KUBECONFIG="$K8S_DIR/kubeconfig"
 }
 

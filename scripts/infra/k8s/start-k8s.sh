@@ -13,8 +13,7 @@
 #
 # Env: K8S_BIN (binaries dir), K8S_DIR (state dir). Kubeconfig: $K8S_DIR/kubeconfig
 set -euo pipefail
-K8S_BIN=${K8S_BIN:-/var/cache/prefect-pfcon/k8s/bin}
-K8S_DIR=${K8S_DIR:-/var/tmp/prefect-pfcon/k8s}
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 # Node name "localhost": kubelet 1.20 refuses a loopback --node-ip, so the apiserver reaches the
 # kubelet (logs/exec) through the Hostname address "localhost" -> 127.0.0.1.
 NODE=localhost
@@ -23,8 +22,7 @@ ETCD_PORT=${K8S_ETCD_PORT:-23790}
 ETCD_PEER_PORT=${K8S_ETCD_PEER_PORT:-23800}
 POD_SUBNET=${K8S_POD_SUBNET:-10.233.0.0/24}
 BRIDGE=pfconk8s0
-ETCD=${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}
-PKI=$K8S_DIR/pki LOGS=$K8S_DIR/logs PIDS=$K8S_DIR/pids
+PKI=$K8S_DIR/pki LOGS=$K8S_DIR/logs
 T0=$(date +%s.%N)
 log() { printf '[start-k8s %6.1fs] %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN{print a-b}')" "$*"; }
 
@@ -81,12 +79,13 @@ cat > "$K8S_DIR/cni/net.d/10-pfcon-k8s.conflist" <<EOF
   {"type": "loopback"}]}
 EOF
 
-running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+forget_stale_pidfiles
 launch() { # name cmd...
   local n=$1; shift
-  if running "$n"; then log "$n already running (pid $(cat "$PIDS/$n.pid"))"; return; fi
+  if component_alive "$n"; then log "$n already running (pid $(cat "$PIDS/$n.pid"))"; return; fi
   setsid "$@" >>"$LOGS/$n.log" 2>&1 < /dev/null &
   echo $! > "$PIDS/$n.pid"
+  for _ in $(seq 1 20); do component_alive "$n" && break; sleep 0.1; done  # until it has exec'd
   log "$n started (pid $!)"
 }
 wait_for() { # desc timeout cmd...
@@ -94,7 +93,7 @@ wait_for() { # desc timeout cmd...
   local end=$(( $(date +%s) + t ))
   until "$@" >/dev/null 2>&1; do
     [ "$(date +%s)" -lt "$end" ] || { log "TIMEOUT waiting for $d"; exit 1; }
-    for f in "$PIDS"/*.pid; do kill -0 "$(cat "$f")" 2>/dev/null || { log "$(basename "$f" .pid) died; see $LOGS/$(basename "$f" .pid).log"; exit 1; }; done
+    for f in "$PIDS"/*.pid; do component_alive "$(basename "$f" .pid)" || { log "$(basename "$f" .pid) died; see $LOGS/$(basename "$f" .pid).log"; exit 1; }; done
     sleep 0.3
   done
   log "$d ok"

@@ -4,15 +4,14 @@
 #   * tmpfs/secret mounts under $K8S_DIR/kubelet, the isolated CNI bridge
 #   * cluster state (etcd data, kubelet dir) unless K8S_KEEP_DATA=1 (PKI/token are kept)
 set -uo pipefail
-K8S_DIR=${K8S_DIR:-/var/tmp/prefect-pfcon/k8s}
-PIDS=$K8S_DIR/pids
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 BRIDGE=pfconk8s0
 
 stop_one() {
   local n=$1 f=$PIDS/$1.pid pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if component_alive "$n"; then
     kill -TERM "$pid"
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
