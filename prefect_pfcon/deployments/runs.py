@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
 import anyio
+import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -25,7 +27,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled
 
 from prefect_pfcon.flows import STEP_FLOWS
@@ -48,14 +52,37 @@ def run_tags(step: JobStep, jid: str) -> list[str]:
     return [f"jid:{jid}", f"step:{step.value}", "pfcon"]
 
 
+FIRST_RETRY_SECONDS = 0.02
+LAST_RETRY_SECONDS = 1.0
+
+
+def _retryable(exc: Exception) -> bool:
+    """A lost server, or its 503 (busy: on SQLite, a write that lost a race with another)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 503
+    return isinstance(exc, httpx.TransportError)
+
+
 def bounded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Give a Prefect call the instance's deadline: the Prefect client retries a lost server
-    for about a minute, and an API answer must not wait that long (``TimeoutError`` → 503)."""
+    """Run a Prefect call within the instance's deadline (``TimeoutError`` → 503).
+
+    The Prefect client waits 2, 4, 8, then 16 s before retrying a 503 or a lost server; an
+    API answer cannot wait that long, so the call is retried here instead, from 20 ms on.
+    """
 
     @functools.wraps(method)
     async def call(self: JobRuns, *args: Any, **kwargs: Any) -> T:
+        delay = FIRST_RETRY_SECONDS
         with anyio.fail_after(self._deadline):
-            return await method(self, *args, **kwargs)
+            while True:
+                try:
+                    with self._without_client_retries():
+                        return await method(self, *args, **kwargs)
+                except Exception as exc:
+                    if not _retryable(exc):
+                        raise
+                await anyio.sleep(random.uniform(delay / 2, delay))
+                delay = min(2 * delay, LAST_RETRY_SECONDS)
 
     return call
 
@@ -74,6 +101,16 @@ class JobRuns:
         self._deployment_name = deployment_name
         self._deadline = deadline_seconds
         self._deployment_ids: dict[JobStep, UUID] = {}
+        settings = get_settings_context()
+        self._settings_without_retries = (
+            settings.profile,
+            settings.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0}),
+        )
+
+    def _without_client_retries(self) -> SettingsContext:
+        """Prefect settings in which the client does not retry (``bounded`` does)."""
+        profile, settings = self._settings_without_retries
+        return SettingsContext(profile=profile, settings=settings)
 
     @bounded
     async def deployment_id(self, step: JobStep) -> UUID:

@@ -1,4 +1,5 @@
-"""A local Prefect server (SQLite), run as a child process of the embedded default."""
+"""A local Prefect server (SQLite), run as a child process of the embedded default
+(``prefect server start`` through ``prefect_server``)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class LocalPrefectServer:
     def start(self) -> None:
         """Start the server process, logging to ``log_path``."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "prefect", "server", "start",
+        command = [sys.executable, "-m", "prefect_pfcon.deployments.prefect_server",
                    "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

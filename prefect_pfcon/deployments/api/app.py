@@ -14,6 +14,7 @@ from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -72,7 +73,9 @@ def answer(result: Answer) -> JSONResponse:
     return JSONResponse(result.body, status_code=result.status_code)
 
 
-def create_app(settings: PfconSettings, on_new_run: Callable[[], None] = lambda: None) -> FastAPI:
+def create_app(
+    settings: PfconSettings, on_new_run: Callable[[FlowRun], None] = lambda run: None
+) -> FastAPI:
     """The API app; it connects to Prefect and loads its blocks when it starts."""
     auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
 

@@ -55,7 +55,7 @@ class JobService:
         compute: ComputeBlock,
         runs: JobRuns,
         block_names: dict[str, str],
-        on_new_run: Callable[[], None] = lambda: None,
+        on_new_run: Callable[[FlowRun], None] = lambda run: None,
     ) -> None:
         self.storage = storage
         self.compute = compute
@@ -65,25 +65,28 @@ class JobService:
 
     # ----- reading -------------------------------------------------------------------
 
-    async def status(self, step: JobStep, jid: str) -> dict[str, str] | None:
-        """The ``compute`` object of the current job, or ``None`` if there is none."""
+    async def status(self, step: JobStep, jid: str, with_logs: bool = True) -> dict[str, str] | None:
+        """The ``compute`` object of the current job, or ``None`` if there is none;
+        ``with_logs=False`` leaves ``logs`` empty (for guards, which need only the status)."""
         run = await self.runs.current(step, jid)
-        return None if run is None else await self._describe(step, jid, run)
+        return None if run is None else await self._describe(step, jid, run, with_logs)
 
-    async def _describe(self, step: JobStep, jid: str, run: FlowRun) -> dict[str, str]:
+    async def _describe(self, step: JobStep, jid: str, run: FlowRun, with_logs: bool = True) -> dict[str, str]:
+        container_logs = None
         if step is JobStep.PLUGIN:
             container = await to_thread.run_sync(self.compute.state, jid)
             status, message, timestamp = plugin_status(run, container)
             image, cmd = plugin_identity(run)
             if container is not None and container.flow_run_id == str(run.id):
-                logs = await to_thread.run_sync(self.compute.logs, jid)
-                return compute_object(jid, image, cmd, status, message, timestamp, logs)
+                container_logs = self.compute.logs
         else:
             status, message, timestamp = run_status(run)
             image, cmd = step_identity(step)
-        logs = "" if status is JobStatus.NOT_STARTED else await self.runs.log_tail(
-            run, self.compute.logs_tail
-        )
+        logs = ""
+        if with_logs and container_logs is not None:
+            logs = await to_thread.run_sync(container_logs, jid)
+        elif with_logs and status is not JobStatus.NOT_STARTED:
+            logs = await self.runs.log_tail(run, self.compute.logs_tail)
         return compute_object(jid, image, cmd, status, message, timestamp, logs)
 
     async def _current_unless_replaceable(
@@ -93,18 +96,17 @@ class JobService:
         run = await self.runs.current(step, jid)
         if run is None:
             return None, None
-        current = await self._describe(step, jid, run)
+        current = await self._describe(step, jid, run, with_logs=False)
         if JobStatus(current["status"]).may_be_replaced:
             return run, None
-        return run, current
+        return run, await self._describe(step, jid, run)
 
     async def _schedule(
         self, step: JobStep, job: Any, replaces: FlowRun | None, image: str, cmd: str
     ) -> dict[str, str]:
         parameters = {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
         extra_tags = [f"image:{image}", f"compute:{self.compute.container_env}"] if step is JobStep.PLUGIN else []
-        await self.runs.create(step, job.jid, parameters, replaces, extra_tags)
-        self._on_new_run()
+        self._on_new_run(await self.runs.create(step, job.jid, parameters, replaces, extra_tags))
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
 
     def _block_names_for(self, step: JobStep) -> dict[str, str]:
@@ -158,7 +160,7 @@ class JobService:
     async def _copy_guard(self, jid: str) -> Answer | None:
         if not (self.storage.innetwork and self.storage.requires_copy_job):
             return None
-        copy = await self.status(JobStep.COPY, jid)
+        copy = await self.status(JobStep.COPY, jid, with_logs=False)
         if copy is None:
             return error(
                 409,
@@ -197,7 +199,7 @@ class JobService:
         path_error = self._path_error("job_output_path", job.job_output_path)
         if path_error:
             return path_error
-        plugin = await self.status(JobStep.PLUGIN, job.jid)
+        plugin = await self.status(JobStep.PLUGIN, job.jid, with_logs=False)
         if plugin is None:
             return error(
                 409, "No plugin job found. A plugin job must complete before scheduling an upload job."
@@ -216,7 +218,7 @@ class JobService:
         if not await to_thread.run_sync(self.storage.has_job_data, job.jid):
             return Answer(201, {"compute": skipped(job.jid, "delete")})
         for step in (JobStep.COPY, JobStep.PLUGIN, JobStep.UPLOAD):
-            sibling = await self.status(step, job.jid)
+            sibling = await self.status(step, job.jid, with_logs=False)
             if sibling is not None and JobStatus(sibling["status"]).is_active:
                 return error(
                     409,

@@ -1,0 +1,55 @@
+"""``prefect server start`` whose SQLite transactions wait their turn to write.
+
+Prefect begins a SQLite transaction DEFERRED unless it locks rows. Such a transaction reads,
+then writes; if another connection committed a write in between, SQLite refuses the write at
+once ("database is locked", answered 503, which the client retries only after 2, 4, 8, 16 s).
+With a few job steps reporting at once this is the common case, and creating a flow run (read
+the deployment, then insert) fails over and over. Beginning every transaction IMMEDIATE makes
+it take the write lock first, so writers queue (up to the database timeout) instead of
+failing; reads outside transactions are unaffected. PostgreSQL servers are left as they are.
+
+Run as ``python -m prefect_pfcon.deployments.prefect_server [prefect server start options]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from prefect.server.database.configurations import AioSqliteConfiguration
+from prefect.server.database.dependencies import MODELS_DEPENDENCIES
+from prefect.server.utilities.database import get_dialect
+from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
+
+
+class QueueingSqliteConfiguration(AioSqliteConfiguration):
+    """Prefect's SQLite configuration with every transaction begun IMMEDIATE."""
+
+    @asynccontextmanager
+    async def begin_transaction(
+        self, session: AsyncSession, with_for_update: bool = False
+    ) -> AsyncGenerator[AsyncSessionTransaction, None]:
+        async with super().begin_transaction(session, with_for_update=True) as transaction:
+            yield transaction
+
+
+def use_queueing_sqlite() -> None:
+    """Make this process's Prefect server use ``QueueingSqliteConfiguration`` on SQLite."""
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value()
+    if get_dialect(url).name == "sqlite":
+        MODELS_DEPENDENCIES["database_config"] = QueueingSqliteConfiguration(connection_url=url)
+
+
+def main() -> None:
+    """Start Prefect's server (its own command line) in this process."""
+    use_queueing_sqlite()
+    from prefect.cli import app
+
+    sys.argv = ["prefect", "server", "start", *sys.argv[1:]]
+    app()
+
+
+if __name__ == "__main__":
+    main()
