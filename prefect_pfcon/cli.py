@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare_prefect_env(prefect_port: int) -> str | None:
+def _prepare_prefect_env(prefect_port: int, state_dir: Path) -> str | None:
     """Point Prefect at the local server unless ``PREFECT_API_URL`` names one; its UI URL.
 
     Must run before Prefect is imported: Prefect reads its settings at import.
@@ -54,6 +54,9 @@ def _prepare_prefect_env(prefect_port: int) -> str | None:
     if os.environ.get("PREFECT_API_URL"):
         return None
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
+    from prefect_pfcon.deployments.unused_ca import unused_ca_file
+
+    os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(state_dir)))
     return f"http://127.0.0.1:{prefect_port}"
 
 
@@ -64,10 +67,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def up(args: argparse.Namespace) -> None:
     """Run the embedded default in the foreground."""
-    ui_url = _prepare_prefect_env(args.prefect_port)
-    from prefect_pfcon.deployments.embedded import serve
-    from prefect_pfcon.deployments.server import LocalPrefectServer
-
     overrides: dict[str, Any] = {
         key: value
         for key in ("host", "port", "store_base", "storage_env", "container_env",
@@ -75,6 +74,10 @@ def up(args: argparse.Namespace) -> None:
         if (value := getattr(args, key)) is not None
     }
     settings = PfconSettings(**overrides)
+    ui_url = _prepare_prefect_env(args.prefect_port, settings.state_dir)
+    from prefect_pfcon.deployments.embedded import serve
+    from prefect_pfcon.deployments.server import LocalPrefectServer
+
     server = None
     if ui_url is not None:
         server = LocalPrefectServer(args.prefect_port, settings.state_dir / "prefect-server.log")

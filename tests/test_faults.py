@@ -1,5 +1,6 @@
-"""Faults survived, for real: the service killed with SIGKILL mid-job, and the Prefect server
-stopped for 20 s. Each test runs its own service so it can kill what it started."""
+"""Faults survived, for real: the service killed with SIGKILL mid-job, the Prefect server
+stopped for 20 s, the Docker engine restarted mid-job. Each test runs its own service (and its
+own Prefect server or Docker engine) so it stops only what it started."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import requests
 from pfconclient.client import JobType
@@ -126,3 +128,72 @@ def test_service_killed_mid_job_completes_it_once(session_tmp: Path, docker_clie
         assert any("Rescheduled 1 runs interrupted" in line or "Rescheduled" in line for line in restarted.output)
     finally:
         _stop(restarted)
+
+
+class PrivateDockerd:
+    """A second Docker engine, started and stopped by this test: its own socket, data and
+    state dirs, no bridge or iptables changes (plugins run without networking anyway)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.host = f"unix://{base / 'docker.sock'}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = (self.base / "dockerd.log").open("a")
+        self.process = subprocess.Popen(
+            ["dockerd", "--host", self.host, "--data-root", str(self.base / "data"),
+             "--exec-root", str(self.base / "exec"), "--pidfile", str(self.base / "dockerd.pid"),
+             "--bridge", "none", "--iptables=false"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                docker.DockerClient(base_url=self.host).ping()
+                return
+            except docker.errors.DockerException:
+                assert self.process.poll() is None, (self.base / "dockerd.log").read_text()[-2000:]
+                time.sleep(0.5)
+        raise RuntimeError("private dockerd did not start")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()  # without live-restore, the engine kills its containers
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def private_dockerd(session_tmp: Path, docker_client) -> Iterator[PrivateDockerd]:
+    engine = PrivateDockerd(session_tmp / "dockerd-restart")
+    engine.start()
+    image = b"".join(docker_client.images.get("local/busybox:test").save(named=True))
+    docker.DockerClient(base_url=engine.host).images.load(image)
+    yield engine
+    if engine.process is not None and engine.process.poll() is None:
+        engine.stop()
+
+
+def test_docker_engine_restarted_mid_job_ends_the_job(session_tmp: Path, private_dockerd: PrivateDockerd):
+    env = {"DOCKER_HOST": private_dockerd.host, "PREFECT_HOME": str(session_tmp / "prefect-home-dockerd")}
+    service = start(session_tmp, "faults-dockerd", env, prefect_port=free_port())
+    try:
+        client = service.client()
+        jid, output_dir = copied_job(service)
+        submit_and_wait_started(client, jid, sh_plugin(output_dir, 'sleep 20; echo done > "$2"/out.txt'))
+        private_dockerd.stop()
+        answers = []
+        for _ in range(5):  # the engine is down: a status, or a clear 503, never a 500
+            response = requests.get(service.url + f"pluginjobs/{jid}/", headers=service.headers(), timeout=30)
+            answers.append((response.status_code, response.json()))
+            time.sleep(1)
+        private_dockerd.start()
+        plugin = wait_status(client, JobType.PLUGIN, jid, timeout=120)
+        unavailable = {"message": "The compute environment is unavailable; try again shortly."}
+        assert all(code == 200 or (code, body) == (503, unavailable) for code, body in answers), answers
+        assert plugin["status"] == "finishedWithError", plugin
+        assert plugin["message"] and "Traceback" not in plugin["message"], plugin
+        assert not (service.store_base / output_dir / "out.txt").exists()
+    finally:
+        _stop(service)

@@ -1,6 +1,12 @@
 """Compute blocks: one interface (``ComputeBlock``), one small class per backend."""
 
-from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeError, ContainerJob, ContainerState
+from prefect_pfcon.blocks.compute.base import (
+    ComputeBlock,
+    ComputeError,
+    ComputeUnavailable,
+    ContainerJob,
+    ContainerState,
+)
 from prefect_pfcon.blocks.compute.docker import DockerCompute
 from prefect_pfcon.blocks.compute.kubernetes import KubernetesCompute
 from prefect_pfcon.blocks.compute.slurm import SlurmCompute
@@ -13,6 +19,7 @@ __all__ = [
     "COMPUTE_BLOCKS",
     "ComputeBlock",
     "ComputeError",
+    "ComputeUnavailable",
     "ContainerJob",
     "ContainerState",
     "DockerCompute",

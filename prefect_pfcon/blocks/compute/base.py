@@ -24,6 +24,10 @@ class ComputeError(RuntimeError):
     """A job the backend refuses or cannot run; its message is shown to clients."""
 
 
+class ComputeUnavailable(ComputeError):
+    """The backend cannot be reached (down or restarting): try again later."""
+
+
 @dataclass(frozen=True)
 class ContainerJob:
     """Everything a backend needs to run one plugin container."""

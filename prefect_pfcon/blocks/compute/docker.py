@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, ClassVar
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
 
 import docker
-from docker.errors import APIError, ImageNotFound, NotFound
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 from pydantic import Field, PrivateAttr
 
@@ -16,6 +18,7 @@ from prefect_pfcon.blocks.compute.base import (
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
+    ComputeUnavailable,
     ContainerJob,
     ContainerState,
     ContainerUser,
@@ -44,6 +47,23 @@ def container_timestamp(state: dict[str, Any]) -> str:
     return finished if not finished.startswith("0001-01-01") else state.get("StartedAt") or ZERO_TIME
 
 
+T = TypeVar("T")
+ENGINE_UNREACHABLE = "The Docker engine cannot be reached (stopped or restarting)"
+
+
+def engine_call(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn a lost connection to the Docker engine into ``ComputeUnavailable``."""
+
+    @functools.wraps(method)
+    def call(self: DockerCompute, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except requests.exceptions.ConnectionError:
+            raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
+
+    return call
+
+
 class DockerCompute(ComputeBlock):
     """Run plugin containers on a Docker engine (pfcon's CONTAINER_ENV=docker, host volumes)."""
 
@@ -68,13 +88,17 @@ class DockerCompute(ComputeBlock):
     def client(self) -> docker.DockerClient:
         """A Docker client, made once per block instance."""
         if self._client is None:
-            self._client = (
-                docker.DockerClient(base_url=self.docker_host)
-                if self.docker_host
-                else docker.from_env()
-            )
+            try:
+                self._client = (
+                    docker.DockerClient(base_url=self.docker_host)
+                    if self.docker_host
+                    else docker.from_env()
+                )
+            except DockerException:  # it asks the engine for its API version
+                raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
         return self._client
 
+    @engine_call
     def has_gpu_runtime(self) -> bool:
         """Whether the engine has the NVIDIA runtime GPU device requests need."""
         if self._gpu_runtime is None:
@@ -82,6 +106,7 @@ class DockerCompute(ComputeBlock):
             self._gpu_runtime = "nvidia" in runtimes
         return self._gpu_runtime
 
+    @engine_call
     def submit(self, job: ContainerJob) -> None:
         if job.gpu_limit > 0 and not self.has_gpu_runtime():
             raise ComputeError(
@@ -127,6 +152,7 @@ class DockerCompute(ComputeBlock):
             kwargs["group_add"] = [user.gid]
         return kwargs
 
+    @engine_call
     def state(self, name: str) -> ContainerState | None:
         try:
             info = self.client.api.inspect_container(name)
@@ -141,6 +167,7 @@ class DockerCompute(ComputeBlock):
             labels=info["Config"].get("Labels") or {},
         )
 
+    @engine_call
     def logs(self, name: str) -> str:
         try:
             raw = self.client.api.logs(name, stdout=True, stderr=True, tail=self.logs_tail)
@@ -157,18 +184,21 @@ class DockerCompute(ComputeBlock):
         if pending:
             yield pending.decode("utf-8", errors="replace")
 
+    @engine_call
     def wait(self, name: str) -> int:
         try:
             return int(self.client.api.wait(name)["StatusCode"])
         except NotFound:
             raise ComputeError(f"Container {name} was removed before it finished") from None
 
+    @engine_call
     def remove(self, name: str) -> None:
         try:
             self.client.api.remove_container(name, force=True)
         except NotFound:
             pass
 
+    @engine_call
     def ended_jobs(self) -> dict[str, str]:
         containers = self.client.api.containers(
             all=True, filters={"label": [FLOW_RUN_LABEL, f"{JOB_TYPE_LABEL}=plugin"], "status": "exited"}

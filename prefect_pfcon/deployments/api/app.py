@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from prefect_pfcon.blocks import load_compute, load_storage
+from prefect_pfcon.blocks.compute import ComputeUnavailable
 from prefect_pfcon.deployments.api.auth import Authenticator
 from prefect_pfcon.deployments.api.forms import (
     COPY_FIELDS,
@@ -48,6 +49,7 @@ NOT_FOUND_PAGE = (
     f"<p>{NOT_FOUND_TEXT}</p>\n"
 )
 PREFECT_UNAVAILABLE = "The Prefect server is unavailable; try again shortly."
+COMPUTE_UNAVAILABLE = "The compute environment is unavailable; try again shortly."
 MAX_FORM_FIELDS = 1000
 MAX_FORM_PART_BYTES = 1024 * 1024
 MAX_FORM_BODY_BYTES = 16 * 1024 * 1024
@@ -235,6 +237,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
             return answer(error(500, "Internal Server Error"))
         return answer(error(503, PREFECT_UNAVAILABLE))
+
+    @app.exception_handler(ComputeUnavailable)
+    async def compute_unavailable(request: Request, exc: ComputeUnavailable) -> Response:
+        return answer(error(503, COMPUTE_UNAVAILABLE))
 
     @app.exception_handler(TimeoutError)
     async def prefect_too_slow(request: Request, exc: TimeoutError) -> Response:
