@@ -69,6 +69,14 @@ def containers_named(prefix: str) -> list[str]:
     return [name for name in names if name.startswith(prefix)]
 
 
+def containers_left(prefix: str, timeout: float = 20) -> list[str]:
+    """``containers_named(prefix)`` once they are gone, or when ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while containers_named(prefix) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return containers_named(prefix)
+
+
 def sacct(name: str) -> list[str]:
     return subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", f"--name={name}",
                            "--format=JobName,State,ReqMem,AllocCPUS"], capture_output=True, text=True,
@@ -125,10 +133,7 @@ def test_time_limit_ends_the_job(session_tmp: Path, mounts):
     with pytest.raises(ComputeError, match=r"TIMEOUT \(time limit 00:01:00\)"):
         slurm.wait(job.name)
     assert slurm.state(job.name).status is JobStatus.FINISHED_WITH_ERROR
-    deadline = time.monotonic() + 20
-    while containers_named(job.name) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert containers_named(job.name) == []  # the trap stopped the container
+    assert containers_left(job.name) == []  # the trap stopped the container
 
 
 def test_remove_cancels_the_job_and_stops_its_container(slurm: SlurmCompute, mounts):
@@ -140,10 +145,7 @@ def test_remove_cancels_the_job_and_stops_its_container(slurm: SlurmCompute, mou
     assert containers_named(job.name) == [f"{job.name}-slurm-{slurm._record(job.name)['job_id']}"]
     slurm.remove(job.name)
     assert slurm.state(job.name) is None
-    deadline = time.monotonic() + 20
-    while containers_named(job.name) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert containers_named(job.name) == []
+    assert containers_left(job.name) == []
     slurm.remove(job.name)  # absent: no error
 
 
@@ -176,10 +178,7 @@ def test_job_cancelled_outside_pfcon_is_a_readable_error(slurm: SlurmCompute, mo
     with pytest.raises(ComputeError, match=r"CANCELLED"):
         slurm.wait(job.name)
     assert slurm.state(job.name).status is JobStatus.FINISHED_WITH_ERROR
-    deadline = time.monotonic() + 20
-    while containers_named(job.name) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert containers_named(job.name) == []
+    assert containers_left(job.name) == []
 
 
 def test_slurm_states_map_to_pfcon_statuses():
