@@ -239,6 +239,20 @@ def test_running_plugin_repeat_and_delete_guard(service, docker_client):
     assert run["state_type"] in ("CANCELLED", "CANCELLING")
 
 
+def test_deleted_job_posted_again_runs_again(service):
+    jid, output_dir = copied_job(service)
+    client = service.client()
+    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo first"))
+    assert wait_status(client, JobType.PLUGIN, jid)["logs"] == "first\n"
+    client.delete_job(JobType.PLUGIN, jid)
+    assert raw(service, "GET", f"pluginjobs/{jid}/").status_code == 404
+    again = client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo second"))
+    assert again["compute"]["status"] == "notStarted"
+    second = wait_status(client, JobType.PLUGIN, jid)
+    assert (second["status"], second["logs"]) == ("finishedSuccessfully", "second\n")
+    assert len(prefect_runs(service, f"plugin-{jid}")) == 2
+
+
 def test_failed_plugin_is_rescheduled_with_the_new_body(service):
     jid, output_dir = copied_job(service)
     client = service.client()

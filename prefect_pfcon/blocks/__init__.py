@@ -1,13 +1,18 @@
 """Prefect blocks of prefect-pfcon: storage and compute, loaded by name.
 
 Register them with ``prefect block register -m prefect_pfcon.blocks`` (``up`` does it too).
+A loaded block is reused for up to ``BLOCK_REUSE_SECONDS``: each job step needs its blocks, and
+a load is a Prefect API call. The API process hears of block edits on Prefect's event stream
+and calls ``forget_loaded_blocks``, so an edit applies to the steps started after it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import TypeVar
 
+from cachetools import TTLCache, cached
 from prefect.blocks.core import Block
 
 from prefect_pfcon.blocks.compute import (
@@ -27,6 +32,7 @@ from prefect_pfcon.blocks.storage import (
 )
 
 BlockT = TypeVar("BlockT", bound=Block)
+BLOCK_REUSE_SECONDS = 10.0
 
 
 def _load_by_name(name: str, kinds: Iterable[type[BlockT]]) -> BlockT:
@@ -45,14 +51,22 @@ def _load_by_name(name: str, kinds: Iterable[type[BlockT]]) -> BlockT:
     raise ValueError(f"No block named {name!r} among {[c.__name__ for c in candidates]}")
 
 
+@cached(TTLCache(maxsize=32, ttl=BLOCK_REUSE_SECONDS), lock=threading.Lock())
 def load_storage(name: str) -> StorageBlock:
-    """The storage block saved as ``name``."""
+    """The storage block saved as ``name`` (shared by this process's callers)."""
     return _load_by_name(name, STORAGE_BLOCKS.values())
 
 
+@cached(TTLCache(maxsize=32, ttl=BLOCK_REUSE_SECONDS), lock=threading.Lock())
 def load_compute(name: str) -> ComputeBlock:
-    """The compute block saved as ``name``."""
+    """The compute block saved as ``name`` (shared by this process's callers)."""
     return _load_by_name(name, COMPUTE_BLOCKS.values())
+
+
+def forget_loaded_blocks() -> None:
+    """Load blocks from Prefect again when next asked (one was edited)."""
+    load_storage.cache_clear()
+    load_compute.cache_clear()
 
 
 __all__ = [
@@ -67,6 +81,7 @@ __all__ = [
     "StorageBlock",
     "SwiftStorage",
     "ZipfileStorage",
+    "forget_loaded_blocks",
     "load_compute",
     "load_storage",
 ]

@@ -39,7 +39,7 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
             else:
                 logger.warning("Job steps run on the work pool of the pfcon-<step>/%s deployments",
                                settings.deployment_name)
-            app = create_app(settings, on_new_run=runner.hand_over)
+            app = create_app(settings, runner.hand_over if embedded else None)
             api = uvicorn.Server(
                 uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
             )

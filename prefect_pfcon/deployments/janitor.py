@@ -15,35 +15,32 @@ from dataclasses import dataclass
 
 from anyio import to_thread
 
-from prefect_pfcon.blocks.compute import ComputeBlock
-from prefect_pfcon.blocks.storage import StorageBlock
-from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.deployments.api.jobs import JobService
 
 logger = logging.getLogger("prefect_pfcon.janitor")
 
 
 @dataclass
 class Janitor:
-    """One storage, one compute backend, and the runs that say what is still wanted."""
+    """The jobs of one storage and compute backend, whose runs say what is still wanted."""
 
-    storage: StorageBlock
-    compute: ComputeBlock
-    runs: JobRuns
+    jobs: JobService
     grace_seconds: float = 60.0
 
     async def sweep(self) -> tuple[list[str], list[str]]:
         """One pass; the containers and the key dirs' jids removed."""
         containers: list[str] = []
         key_dirs: list[str] = []
-        if not self.compute.remove_jobs:
+        compute, storage = self.jobs.compute, self.jobs.storage
+        if not compute.remove_jobs:
             return containers, key_dirs
-        for name, run_id in (await to_thread.run_sync(self.compute.ended_jobs)).items():
-            if await self.runs.removed(run_id):
-                await to_thread.run_sync(self.compute.remove, name)
+        for name, run_id in (await to_thread.run_sync(compute.ended_jobs)).items():
+            if await self.jobs.runs.removed(run_id):
+                await to_thread.run_sync(compute.remove, name)
                 containers.append(name)
-        for jid in await to_thread.run_sync(self.storage.key_dir_jids, self.grace_seconds):
-            if await self.runs.forgotten(jid):
-                await to_thread.run_sync(self.storage.remove_job_data, jid)
+        for jid in await to_thread.run_sync(storage.key_dir_jids, self.grace_seconds):
+            if await self.jobs.forgotten(jid):
+                await to_thread.run_sync(storage.remove_job_data, jid)
                 key_dirs.append(jid)
         if containers or key_dirs:
             logger.info("Janitor removed containers %s and the key dirs of %s", containers, key_dirs)

@@ -3,7 +3,8 @@
 A process worker starts a new Python per flow run (seconds each); this runner executes each
 claimed run with Prefect's flow engine on a thread, many at once, so a job step starts within
 milliseconds of its creation. The API hands it the runs it creates; other scheduled runs of
-its deployments (the Prefect UI's, schedules') are found by polling.
+its deployments (the Prefect UI's, schedules') are found by polling. Runs handed over in the
+Pending state were created for this runner alone and start without a claim.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from uuid import UUID
 
+from cachetools import LRUCache
 from prefect import Flow
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
@@ -31,6 +33,8 @@ from prefect.flow_engine import run_flow_sync
 from prefect.states import Pending, Scheduled
 
 logger = logging.getLogger("prefect_pfcon.runner")
+
+STARTED_RUNS_KEPT = 10_000  # a run handed over twice (created twice, one run) starts once
 
 
 class EmbeddedRunner:
@@ -52,9 +56,11 @@ class EmbeddedRunner:
         self._running: set[asyncio.Future[None]] = set()
         self._handed: asyncio.Queue[FlowRun] = asyncio.Queue()
         self._thread_state = threading.local()
+        self._started: LRUCache[UUID, bool] = LRUCache(maxsize=STARTED_RUNS_KEPT)
 
     def hand_over(self, run: FlowRun) -> None:
-        """Run this newly created run now (called by the API, on the runner's event loop)."""
+        """Run this newly created run now (called by the API, on the runner's event loop);
+        a Pending run is this runner's already, a Scheduled one is claimed first."""
         if run.deployment_id in self._flows:
             self._handed.put_nowait(run)
             self._wake.set()
@@ -111,10 +117,14 @@ class EmbeddedRunner:
 
     async def _claim_and_start(self, run: FlowRun) -> None:
         await self._slots.acquire()
-        if await self._claim(run):
+        if self._handed_to_us(run) or await self._claim(run):
             self._start(run)
         else:
             self._slots.release()
+
+    def _handed_to_us(self, run: FlowRun) -> bool:
+        """A run created Pending for this runner, which it has not started yet."""
+        return run.state is not None and run.state.is_pending() and run.id not in self._started
 
     async def _claim(self, run: FlowRun) -> bool:
         try:
@@ -125,6 +135,7 @@ class EmbeddedRunner:
         return result.status is SetStateStatus.ACCEPT
 
     def _start(self, run: FlowRun) -> None:
+        self._started[run.id] = True
         flow = self._flows[run.deployment_id]
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self._execute, flow, run)

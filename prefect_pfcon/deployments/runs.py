@@ -1,4 +1,4 @@
-"""Job steps as Prefect flow runs: find the current run of a (jid, step), create, remove.
+"""Job steps as Prefect flow runs: read the runs of a jid, create, remove.
 
 There is no job table besides Prefect's: the current job of a (jid, step) is the newest flow
 run of the step's deployment named ``<step>-<jid>``, unless a client DELETE marked it removed.
@@ -21,16 +21,16 @@ from prefect.client.schemas.filters import (
     DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterName,
-    FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
-from prefect.states import Cancelled
+from prefect.states import Cancelled, Pending
 
 from prefect_pfcon.flows import STEP_FLOWS
 from prefect_pfcon.flows.naming import run_name_for
@@ -39,12 +39,17 @@ from prefect_pfcon.models import JobStep
 T = TypeVar("T")
 DEPLOYMENT_NAME = "pfcon"
 REMOVED_TAG = "pfcon:removed"
-MAX_LOG_PAGE = 200  # the Prefect API's page size limit
+MAX_PAGE = 200  # the Prefect API's page size limit
 
 
 def deployment_path(step: JobStep, deployment_name: str = DEPLOYMENT_NAME) -> str:
     """``<flow name>/<deployment name>`` of a step's deployment."""
     return f"{STEP_FLOWS[step].name}/{deployment_name}"
+
+
+def is_removed(run: FlowRun) -> bool:
+    """Whether a client DELETE removed this run."""
+    return REMOVED_TAG in run.tags
 
 
 def run_tags(step: JobStep, jid: str) -> list[str]:
@@ -88,7 +93,7 @@ def bounded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 
 class JobRuns:
-    """Flow runs of the four step deployments, looked up by (jid, step).
+    """Flow runs of the four step deployments, looked up by jid.
 
     ``deployment_name`` picks the deployments: the embedded runner's (``pfcon``) or those of
     a work pool (e.g. ``process`` from prefect.yaml).
@@ -100,12 +105,17 @@ class JobRuns:
         self._client = client
         self._deployment_name = deployment_name
         self._deadline = deadline_seconds
-        self._deployment_ids: dict[JobStep, UUID] = {}
+        self._deployments: dict[JobStep, DeploymentResponse] = {}
         settings = get_settings_context()
         self._settings_without_retries = (
             settings.profile,
             settings.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0}),
         )
+
+    @property
+    def deadline_seconds(self) -> float:
+        """How long a call may take before the API answers 503."""
+        return self._deadline
 
     def _without_client_retries(self) -> SettingsContext:
         """Prefect settings in which the client does not retry (``bounded`` does)."""
@@ -113,43 +123,38 @@ class JobRuns:
         return SettingsContext(profile=profile, settings=settings)
 
     @bounded
-    async def deployment_id(self, step: JobStep) -> UUID:
-        """The step's deployment id (looked up once by name)."""
-        if step not in self._deployment_ids:
-            deployment = await self._client.read_deployment_by_name(
+    async def deployment(self, step: JobStep) -> DeploymentResponse:
+        """The step's deployment (looked up once by name)."""
+        if step not in self._deployments:
+            self._deployments[step] = await self._client.read_deployment_by_name(
                 deployment_path(step, self._deployment_name)
             )
-            self._deployment_ids[step] = deployment.id
-        return self._deployment_ids[step]
+        return self._deployments[step]
 
     @bounded
-    async def current(self, step: JobStep, jid: str) -> FlowRun | None:
-        """The newest run of (jid, step), or ``None`` if there is none or it was removed."""
+    async def newest_runs(self, jid: str) -> dict[JobStep, FlowRun]:
+        """The newest run of each step of ``jid`` that has one, removed or not."""
+        names = {run_name_for(step, jid): step for step in JobStep}
+        deployment_ids = [(await self.deployment(step)).id for step in JobStep]
         runs = await self._client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name_for(step, jid)])),
-            deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=[await self.deployment_id(step)])
-            ),
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=list(names))),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=1,
+            limit=MAX_PAGE,
         )
-        if not runs or REMOVED_TAG in runs[0].tags:
-            return None
-        return runs[0]
-
-    @bounded
-    async def forgotten(self, jid: str) -> bool:
-        """Whether clients DELETEd this jid's jobs: a run of it is marked removed and no step
-        has a current run any more."""
-        removed = await self._client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"jid:{jid}", REMOVED_TAG])), limit=1
-        )
-        if not removed:
-            return False
-        for step in JobStep:
-            if await self.current(step, jid) is not None:
-                return False
-        return True
+        newest: dict[JobStep, FlowRun] = {}
+        for run in runs:
+            newest.setdefault(names[run.name], run)
+        if len(runs) == MAX_PAGE:  # a step's newest run may lie beyond the page
+            for step in set(JobStep) - set(newest):
+                older = await self._client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name_for(step, jid)])),
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
+                    sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                    limit=1,
+                )
+                newest.update({step: run for run in older})
+        return newest
 
     @bounded
     async def removed(self, run_id: str) -> bool:
@@ -159,7 +164,7 @@ class JobRuns:
             run = await self._client.read_flow_run(UUID(run_id))
         except ObjectNotFound:
             return False
-        return REMOVED_TAG in run.tags
+        return is_removed(run)
 
     @bounded
     async def create(
@@ -167,27 +172,31 @@ class JobRuns:
         step: JobStep,
         jid: str,
         parameters: dict[str, Any],
-        replaces: FlowRun | None,
-        extra_tags: list[str] | None = None,
+        after: UUID | None,
+        extra_tags: list[str],
+        pending: bool,
     ) -> FlowRun:
-        """Create the step's run; concurrent creations replacing the same run yield one run."""
-        previous = replaces.id if replaces else "none"
+        """Create the step's run, Scheduled for a worker or ``pending`` for the embedded runner;
+        creations that follow the same newest run (``after``) yield one run."""
         return await self._client.create_flow_run_from_deployment(
-            await self.deployment_id(step),
+            (await self.deployment(step)).id,
             parameters=parameters,
             name=run_name_for(step, jid),
-            tags=[*run_tags(step, jid), *(extra_tags or [])],
-            idempotency_key=f"pfcon:{step.value}:{jid}:after:{previous}",
+            tags=[*run_tags(step, jid), *extra_tags],
+            idempotency_key=f"pfcon:{step.value}:{jid}:after:{after or 'none'}",
+            state=Pending() if pending else None,
         )
 
     @bounded
-    async def remove(self, run: FlowRun) -> None:
-        """Cancel the run if it is not finished, and hide it from job lookups."""
+    async def remove(self, run: FlowRun) -> FlowRun:
+        """Cancel the run if it is not finished, and hide it from job lookups; the run, marked."""
         if run.state is not None and not run.state.is_final():
             await self._client.set_flow_run_state(
                 run.id, Cancelled(message="Removed by a client DELETE"), force=True
             )
-        await self._client.update_flow_run(run.id, tags=[*run.tags, REMOVED_TAG])
+        tags = [*run.tags, REMOVED_TAG]
+        await self._client.update_flow_run(run.id, tags=tags)
+        return run.model_copy(update={"tags": tags})
 
     @bounded
     async def log_tail(self, run: FlowRun, lines: int) -> str:
@@ -195,7 +204,7 @@ class JobRuns:
         logs = await self._client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
             sort=LogSort.TIMESTAMP_DESC,
-            limit=min(lines, MAX_LOG_PAGE),
+            limit=min(lines, MAX_PAGE),
         )
         return "".join(
             f"[{log.timestamp.isoformat()}] [{logging.getLevelName(log.level)}] {log.message}\n"

@@ -11,6 +11,7 @@ from prefect_pfcon.blocks import load_compute, load_storage
 from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK, copy_flow
 from prefect_pfcon.flows.delete import delete_flow
 from prefect_pfcon.flows.plugin import DEFAULT_COMPUTE_BLOCK, plugin_flow
+from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
 from prefect_pfcon.flows.upload import upload_flow
 from prefect_pfcon.models import ChrisJob, CopyJob, DeleteJob, UploadJob
 
@@ -26,7 +27,7 @@ def _run_name() -> str:
     return f"job-{jid}" if jid else f"job-{str(flow_run.id)[:13]}"
 
 
-@flow(name="pfcon-job", flow_run_name=_run_name, log_prints=True)
+@flow(name="pfcon-job", flow_run_name=_run_name, log_prints=True, **UNPERSISTED_RESULTS)
 def job_flow(
     job: ChrisJob,
     storage_block: str = DEFAULT_STORAGE_BLOCK,

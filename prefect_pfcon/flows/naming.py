@@ -23,3 +23,11 @@ def run_name(step: JobStep) -> Callable[[], str]:
 def run_name_for(step: JobStep, jid: str) -> str:
     """The same name, known in advance (the API names runs when it creates them)."""
     return f"{step.value}-{jid}"
+
+
+def parse_run_name(name: str) -> tuple[JobStep, str] | None:
+    """``(step, jid)`` of a run named ``<step>-<jid>``, or ``None`` for any other name."""
+    step, _, jid = name.partition("-")
+    if not jid or step not in {member.value for member in JobStep}:
+        return None
+    return JobStep(step), jid

@@ -15,6 +15,7 @@ from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
 from prefect_pfcon.flows.logs import logs_shipped_on_exit
 from prefect_pfcon.flows.naming import run_name
+from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
 from prefect_pfcon.models import JobStep, PluginJob
 from prefect_pfcon.tasks.artifacts import publish_outputs
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -54,7 +55,7 @@ def container_job(job: PluginJob, storage: StorageBlock, compute: ComputeBlock, 
     )
 
 
-@flow(name="pfcon-plugin", flow_run_name=run_name(JobStep.PLUGIN))
+@flow(name="pfcon-plugin", flow_run_name=run_name(JobStep.PLUGIN), **UNPERSISTED_RESULTS)
 def plugin_flow(
     job: PluginJob,
     storage_block: str = DEFAULT_STORAGE_BLOCK,

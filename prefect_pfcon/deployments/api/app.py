@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -19,7 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from prefect_pfcon.blocks import load_compute, load_storage
+from prefect_pfcon.blocks import forget_loaded_blocks, load_compute, load_storage
 from prefect_pfcon.blocks.compute import ComputeUnavailable
 from prefect_pfcon.deployments.api.auth import Authenticator
 from prefect_pfcon.deployments.api.forms import (
@@ -33,10 +34,16 @@ from prefect_pfcon.deployments.api.forms import (
 )
 from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
 from prefect_pfcon.deployments.api.limits import BodySizeLimit
+from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.janitor import Janitor
+from prefect_pfcon.deployments.outbox import Outbox
+from prefect_pfcon.deployments.publisher import RunPublisher
+from prefect_pfcon.deployments.event_stream import follow_block_edits, follow_step_runs
 from prefect_pfcon.deployments.runs import JobRuns
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.settings import PfconSettings
+
+logger = logging.getLogger("prefect_pfcon.api")
 
 API = "/api/v1"
 JSON_ONLY = (
@@ -75,10 +82,13 @@ def answer(result: Answer) -> JSONResponse:
     return JSONResponse(result.body, status_code=result.status_code)
 
 
-def create_app(
-    settings: PfconSettings, on_new_run: Callable[[FlowRun], None] = lambda run: None
-) -> FastAPI:
-    """The API app; it connects to Prefect and loads its blocks when it starts."""
+def create_app(settings: PfconSettings, hand_over: Callable[[FlowRun], None] | None = None) -> FastAPI:
+    """The API app; it connects to Prefect and loads its blocks when it starts.
+
+    With ``hand_over`` (the embedded runner's), this process owns its job steps' runs: a POST
+    is answered once it is in the state dir's outbox, and each run is created Pending and
+    handed over. Without it, runs are created Scheduled, for a work pool, before answering.
+    """
     auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
 
     @asynccontextmanager
@@ -87,22 +97,36 @@ def create_app(
             storage = await to_thread.run_sync(load_storage, settings.storage_block)
             compute = await to_thread.run_sync(load_compute, settings.compute_block)
             runs = JobRuns(client, settings.deployment_name, settings.prefect_deadline_seconds)
-            app.state.jobs = JobService(
+            current = CurrentRuns(runs)
+            outbox = Outbox(settings.state_dir / "outbox.db") if hand_over is not None else None
+            publisher = RunPublisher(runs, current, outbox, hand_over)
+            app.state.jobs = jobs = JobService(
                 storage,
                 compute,
                 runs,
+                current,
+                publisher,
                 {"storage": settings.storage_block, "compute": settings.compute_block},
-                on_new_run,
             )
-            janitor = None
+            deployment_ids = [(await runs.deployment(step)).id for step in JobStep]
+            background = [
+                asyncio.create_task(follow_step_runs(deployment_ids, current.apply, current.forget_all)),
+                asyncio.create_task(follow_block_edits(forget_loaded_blocks)),
+            ]
             if settings.janitor_seconds > 0:
-                sweeper = Janitor(storage, compute, runs, settings.janitor_grace_seconds)
-                janitor = asyncio.create_task(sweeper.run(settings.janitor_seconds))
+                sweeper = Janitor(jobs, settings.janitor_grace_seconds)
+                background.append(asyncio.create_task(sweeper.run(settings.janitor_seconds)))
+            leftovers = publisher.start()
+            if leftovers:
+                logger.warning("Creating %d job steps accepted before a restart", leftovers)
             try:
                 yield
             finally:
-                if janitor is not None:
-                    janitor.cancel()
+                for task in background:
+                    task.cancel()
+                await publisher.stop()
+                if outbox is not None:
+                    outbox.close()
 
     app = FastAPI(title="prefect-pfcon", version=server_version(), lifespan=lifespan)
     app.router.redirect_slashes = False

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+from uuid import UUID
 
+import anyio
 from anyio import to_thread
+from cachetools import LRUCache
 from prefect.client.schemas.objects import FlowRun
 
 from prefect_pfcon.blocks.compute import ComputeBlock
@@ -21,7 +25,10 @@ from prefect_pfcon.deployments.api.status import (
     skipped,
     step_identity,
 )
-from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.deployments.current_runs import CurrentRuns
+from prefect_pfcon.deployments.outbox import RunRequest
+from prefect_pfcon.deployments.publisher import RunPublisher
+from prefect_pfcon.deployments.runs import JobRuns, is_removed
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
 from prefect_pfcon.tasks.archives import BadArchive, iter_zip
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -31,6 +38,13 @@ ENV_ERROR = 'env: must be a list of "key=value" strings'
 BAD_REQUEST_TEXT = (
     "The browser (or proxy) sent a request that this server could not understand."
 )
+LOGS_SETTLED = timedelta(seconds=2)  # Prefect ships log lines every 0.5 s (the embedded default)
+
+
+def logs_settled(run: FlowRun) -> bool:
+    """Whether the run ended long enough ago for Prefect to have all its log lines."""
+    ended = run.end_time if run.state is not None and run.state.is_final() else None
+    return ended is not None and datetime.now(timezone.utc) - ended > LOGS_SETTLED
 
 
 @dataclass(frozen=True)
@@ -54,22 +68,41 @@ class JobService:
         storage: StorageBlock,
         compute: ComputeBlock,
         runs: JobRuns,
+        current: CurrentRuns,
+        publisher: RunPublisher,
         block_names: dict[str, str],
-        on_new_run: Callable[[FlowRun], None] = lambda run: None,
     ) -> None:
         self.storage = storage
         self.compute = compute
         self.runs = runs
+        self._current = current
+        self._publisher = publisher
         self._block_names = block_names
-        self._on_new_run = on_new_run
+        self._final_logs: LRUCache[UUID, str] = LRUCache(maxsize=1000)
 
     # ----- reading -------------------------------------------------------------------
 
     async def status(self, step: JobStep, jid: str, with_logs: bool = True) -> dict[str, str] | None:
         """The ``compute`` object of the current job, or ``None`` if there is none;
         ``with_logs=False`` leaves ``logs`` empty (for guards, which need only the status)."""
-        run = await self.runs.current(step, jid)
+        run = await self._current_run(step, jid)
         return None if run is None else await self._describe(step, jid, run, with_logs)
+
+    async def _current_run(self, step: JobStep, jid: str) -> FlowRun | None:
+        """The job of (jid, step): an accepted request not yet in Prefect, else the newest
+        run unless a client removed it."""
+        waiting = self._publisher.waiting(step, jid)
+        if waiting is not None:
+            return waiting.placeholder(await self.runs.deployment(step))
+        run = await self._current.newest(step, jid)
+        return None if run is None or is_removed(run) else run
+
+    async def forgotten(self, jid: str) -> bool:
+        """Whether clients DELETEd all of this jid's jobs (read from Prefect now)."""
+        newest = await self._current.read(jid)
+        if any(self._publisher.waiting(step, jid) for step in JobStep):
+            return False
+        return bool(newest) and all(is_removed(run) for run in newest.values())
 
     async def _describe(self, step: JobStep, jid: str, run: FlowRun, with_logs: bool = True) -> dict[str, str]:
         container_logs = None
@@ -86,27 +119,42 @@ class JobService:
         if with_logs and container_logs is not None:
             logs = await to_thread.run_sync(container_logs, jid)
         elif with_logs and status is not JobStatus.NOT_STARTED:
-            logs = await self.runs.log_tail(run, self.compute.logs_tail)
+            logs = await self._run_logs(run)
         return compute_object(jid, image, cmd, status, message, timestamp, logs)
 
-    async def _current_unless_replaceable(
-        self, step: JobStep, jid: str
-    ) -> tuple[FlowRun | None, dict[str, str] | None]:
-        """``(run, None)`` when a new run may replace ``run``; ``(run, answer)`` to repeat it."""
-        run = await self.runs.current(step, jid)
+    async def _run_logs(self, run: FlowRun) -> str:
+        """The run's log tail, kept once the run ended a while ago (its last lines are in)."""
+        if run.id in self._final_logs:
+            return self._final_logs[run.id]
+        logs = await self.runs.log_tail(run, self.compute.logs_tail)
+        if logs_settled(run):
+            self._final_logs[run.id] = logs
+        return logs
+
+    async def _current_unless_replaceable(self, step: JobStep, jid: str) -> dict[str, str] | None:
+        """``None`` when a new run may be scheduled, else the current job's answer to repeat."""
+        run = await self._current_run(step, jid)
         if run is None:
-            return None, None
+            return None
         current = await self._describe(step, jid, run, with_logs=False)
         if JobStatus(current["status"]).may_be_replaced:
-            return run, None
-        return run, await self._describe(step, jid, run)
+            return None
+        return await self._describe(step, jid, run)
 
-    async def _schedule(
-        self, step: JobStep, job: Any, replaces: FlowRun | None, image: str, cmd: str
-    ) -> dict[str, str]:
-        parameters = {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
-        extra_tags = [f"image:{image}", f"compute:{self.compute.container_env}"] if step is JobStep.PLUGIN else []
-        self._on_new_run(await self.runs.create(step, job.jid, parameters, replaces, extra_tags))
+    async def _schedule(self, step: JobStep, job: Any, image: str, cmd: str) -> dict[str, str]:
+        """Accept a new run of the step; it follows the step's newest run, removed or not."""
+        newest = await self._current.newest(step, job.jid)
+        await self._publisher.submit(
+            RunRequest(
+                step=step,
+                jid=job.jid,
+                parameters={"job": job.model_dump(mode="json"), **self._block_names_for(step)},
+                extra_tags=[f"image:{image}", f"compute:{self.compute.container_env}"]
+                if step is JobStep.PLUGIN
+                else [],
+                after=newest.id if newest is not None else None,
+            )
+        )
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
 
     def _block_names_for(self, step: JobStep) -> dict[str, str]:
@@ -143,7 +191,7 @@ class JobService:
         )
         if path_error:
             return path_error
-        replaces, existing = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
+        existing = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
         if existing is not None:
             return Answer(201, {"data": {}, "compute": existing})
         guard = await self._copy_guard(job.jid)
@@ -154,7 +202,7 @@ class JobService:
         except BadArchive as exc:
             return error(400, f"data_file: {exc}")
         cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
-        compute = await self._schedule(JobStep.PLUGIN, job, replaces, job.image, cmd)
+        compute = await self._schedule(JobStep.PLUGIN, job, job.image, cmd)
         return Answer(201, {"data": data, "compute": compute})
 
     async def _copy_guard(self, jid: str) -> Answer | None:
@@ -228,13 +276,13 @@ class JobService:
         return await self._submit_step(JobStep.DELETE, job)
 
     async def _submit_step(self, step: JobStep, job: Any, prepare: Callable[[], Any] | None = None) -> Answer:
-        replaces, existing = await self._current_unless_replaceable(step, job.jid)
+        existing = await self._current_unless_replaceable(step, job.jid)
         if existing is not None:
             return Answer(201, {"compute": existing})
         if prepare is not None:
             await prepare()
         image, cmd = step_identity(step)
-        return Answer(201, {"compute": await self._schedule(step, job, replaces, image, cmd)})
+        return Answer(201, {"compute": await self._schedule(step, job, image, cmd)})
 
     # ----- removal and outputs -----------------------------------------------------------
 
@@ -242,9 +290,11 @@ class JobService:
         """DELETE <jid>/: stop and forget the job (REMOVE_JOBS permitting); data stays."""
         if not self.compute.remove_jobs:
             return
-        run = await self.runs.current(step, jid)
+        with anyio.fail_after(self.runs.deadline_seconds):
+            await self._publisher.settled(step, jid)
+        run = await self._current_run(step, jid)
         if run is not None:
-            await self.runs.remove(run)
+            self._current.record(step, jid, await self.runs.remove(run))
         if step is JobStep.PLUGIN:
             await to_thread.run_sync(self._remove_own_container, jid)
 

@@ -1,0 +1,116 @@
+"""Creating the flow runs of accepted job steps: right away, or from the outbox.
+
+With an outbox (the embedded default: one process owns its runs), ``submit`` returns once the
+request is on disk, and the run is created in the background, retried until Prefect takes
+it, and handed to the runner. Without one (API replicas, runs on a work pool), ``submit``
+returns once the run exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from anyio import to_thread
+from prefect.client.schemas.objects import FlowRun
+
+from prefect_pfcon.deployments.current_runs import CurrentRuns
+from prefect_pfcon.deployments.outbox import Outbox, RunRequest
+from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.models import JobStep
+
+logger = logging.getLogger("prefect_pfcon.publisher")
+
+FIRST_RETRY_SECONDS = 0.5
+LAST_RETRY_SECONDS = 30.0
+
+
+class RunPublisher:
+    """Turns ``RunRequest``s into flow runs, each exactly once."""
+
+    def __init__(
+        self,
+        runs: JobRuns,
+        current: CurrentRuns,
+        outbox: Outbox | None = None,
+        hand_over: Callable[[FlowRun], None] | None = None,
+    ) -> None:
+        self._runs = runs
+        self._current = current
+        self._outbox = outbox
+        self._hand_over = hand_over
+        self._waiting: dict[tuple[JobStep, str], RunRequest] = {}
+        self._published: dict[tuple[JobStep, str], asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> int:
+        """Publish what a previous process accepted and did not create; how many."""
+        if self._outbox is None:
+            return 0
+        leftovers = self._outbox.requests()
+        for request in leftovers:
+            self._accept(request, self._outbox)
+        return len(leftovers)
+
+    def waiting(self, step: JobStep, jid: str) -> RunRequest | None:
+        """The accepted request of (jid, step) whose run does not exist yet, if any."""
+        return self._waiting.get((step, jid))
+
+    async def submit(self, request: RunRequest) -> None:
+        """Accept ``request``: durably (with an outbox), else by creating its run now. A
+        request for a (jid, step) that already has one waiting is the same job step."""
+        if self._outbox is None:
+            await self._create(request)
+        elif self.waiting(request.step, request.jid) is None:
+            await to_thread.run_sync(self._outbox.add, request)
+            self._accept(request, self._outbox)
+
+    async def settled(self, step: JobStep, jid: str) -> None:
+        """Wait until (jid, step) has no request waiting for its run."""
+        while (event := self._published.get((step, jid))) is not None:
+            await event.wait()
+
+    async def stop(self) -> None:
+        """Stop publishing; what is left stays in the outbox for the next start."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _accept(self, request: RunRequest, outbox: Outbox) -> None:
+        slot = (request.step, request.jid)
+        self._waiting[slot] = request
+        self._published[slot] = asyncio.Event()
+        task = asyncio.create_task(self._publish(request, outbox))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, request: RunRequest, outbox: Outbox) -> None:
+        delay = FIRST_RETRY_SECONDS
+        while True:
+            try:
+                await self._create(request)
+                break
+            except Exception as exc:
+                logger.warning("Could not create the %s run of %s yet (%s); retrying",
+                               request.step.value, request.jid, exc or type(exc).__name__)
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(2 * delay, LAST_RETRY_SECONDS)
+        await to_thread.run_sync(outbox.remove, request.key)
+        slot = (request.step, request.jid)
+        del self._waiting[slot]
+        self._published.pop(slot).set()
+
+    async def _create(self, request: RunRequest) -> None:
+        run = await self._runs.create(
+            request.step,
+            request.jid,
+            request.parameters,
+            request.after,
+            request.extra_tags,
+            pending=self._hand_over is not None,
+        )
+        self._current.record(request.step, request.jid, run)
+        if self._hand_over is not None:
+            self._hand_over(run)
