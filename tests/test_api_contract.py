@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import jwt
@@ -35,6 +38,27 @@ MISSING = "Missing required parameter in the post body"
 def service(fslink_service: Service) -> Service:
     make_fslink_fixture(fslink_service.store_base)
     return fslink_service
+
+
+@contextmanager
+def polling_status(service: Service, path: str) -> Iterator[list[int]]:
+    """GET ``path`` over and over in a thread while the block runs; the status codes."""
+    answers: list[int] = []
+    done = threading.Event()
+    session = requests.Session()
+    session.headers.update(service.headers())
+
+    def poll() -> None:
+        while not done.is_set():
+            answers.append(session.get(service.url + path, timeout=60).status_code)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        yield answers
+    finally:
+        done.set()
+        poller.join()
 
 
 def out_dir() -> str:
@@ -231,8 +255,11 @@ def test_running_plugin_repeat_and_delete_guard(service, docker_client):
     delete = raw(service, "POST", "deletejobs/", data={"jid": jid})
     assert (delete.status_code, delete.json()) == (409, {"message":
         "The plugin job is still active (status: started). All jobs must finish before scheduling a delete job."})
-    # DELETE stops the running container; the run is cancelled and data stays
-    client.delete_job(JobType.PLUGIN, jid)
+    # DELETE stops the running container (status polls meanwhile answer, never 5xx); the run
+    # is cancelled and data stays
+    with polling_status(service, f"pluginjobs/{jid}/") as answers:
+        client.delete_job(JobType.PLUGIN, jid)
+    assert answers and set(answers) <= {200, 404}, answers
     assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()
     (run,) = prefect_runs(service, f"plugin-{jid}")

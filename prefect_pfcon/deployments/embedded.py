@@ -18,6 +18,10 @@ from prefect_pfcon.settings import PfconSettings
 
 logger = logging.getLogger("prefect_pfcon")
 
+# uvicorn closes an idle connection after 5 s by default; a polling client that reuses one
+# just then gets "connection reset". Clients poll every few seconds: keep connections longer.
+KEEP_ALIVE_SECONDS = 75
+
 
 async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_url: str) -> None:
     """Run everything until interrupted; print a line with ``ready`` once the API answers."""
@@ -41,7 +45,8 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
                                settings.deployment_name)
             app = create_app(settings, runner.hand_over if embedded else None)
             api = uvicorn.Server(
-                uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+                uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                               timeout_keep_alive=KEEP_ALIVE_SECONDS)
             )
             background = [asyncio.create_task(_announce_ready(settings, ui_url))]
             if embedded:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import Any, ClassVar, TypeVar
 
 import docker
@@ -169,10 +170,15 @@ class DockerCompute(ComputeBlock):
 
     @engine_call
     def logs(self, name: str) -> str:
+        """The container's log tail; empty once it is gone or being removed (a DELETE)."""
         try:
             raw = self.client.api.logs(name, stdout=True, stderr=True, tail=self.logs_tail)
         except NotFound:
             return ""
+        except APIError as error:
+            if error.status_code == HTTPStatus.CONFLICT:  # "dead or marked for removal"
+                return ""
+            raise
         return raw.decode("utf-8", errors="replace")
 
     def follow_logs(self, name: str) -> Iterator[str]:
