@@ -20,6 +20,7 @@ from prefect.client.schemas.objects import FlowRun, State, StateType
 
 from prefect_pfcon.deployments.event_stream import StepRunChange
 from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.flows.naming import parse_run_name
 from prefect_pfcon.models import JobStep
 
 REREADS_ON_CHANGE = 3
@@ -89,6 +90,12 @@ class CurrentRuns:
             known.runs.pop(change.step, None)  # read again when next asked
         elif run.state is None or change.state.timestamp >= run.state.timestamp:
             known.runs[change.step] = with_state(run, change.state)
+
+    def run_ended(self, run: FlowRun, state: State) -> None:
+        """A run this process executed ended: follow it now, without waiting for its event."""
+        step_and_jid = parse_run_name(run.name)
+        if step_and_jid is not None:
+            self.apply(StepRunChange(*step_and_jid, run.id, state))
 
     def forget_all(self) -> None:
         """Changes may have gone unheard: read every jid again when next asked."""

@@ -43,7 +43,7 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
             else:
                 logger.warning("Job steps run on the work pool of the pfcon-<step>/%s deployments",
                                settings.deployment_name)
-            app = create_app(settings, runner.hand_over if embedded else None)
+            app = create_app(settings, runner if embedded else None)
             api = uvicorn.Server(
                 uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                timeout_keep_alive=KEEP_ALIVE_SECONDS)

@@ -10,8 +10,10 @@ Pending state were created for this runner alone and start without a claim.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from uuid import UUID
@@ -26,7 +28,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.context import SyncClientContext
 from prefect.flow_engine import run_flow_sync
@@ -57,6 +59,12 @@ class EmbeddedRunner:
         self._handed: asyncio.Queue[FlowRun] = asyncio.Queue()
         self._thread_state = threading.local()
         self._started: LRUCache[UUID, bool] = LRUCache(maxsize=STARTED_RUNS_KEPT)
+        self._ended_listeners: list[Callable[[FlowRun, State], None]] = []
+
+    def on_run_ended(self, listener: Callable[[FlowRun, State], None]) -> None:
+        """Call ``listener(run, final state)``, on the runner's event loop, as each run it
+        executed ends (before Prefect's event of it arrives anywhere)."""
+        self._ended_listeners.append(listener)
 
     def hand_over(self, run: FlowRun) -> None:
         """Run this newly created run now (called by the API, on the runner's event loop);
@@ -140,18 +148,24 @@ class EmbeddedRunner:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self._execute, flow, run)
         self._running.add(future)
-        future.add_done_callback(self._finished)
+        future.add_done_callback(functools.partial(self._finished, run))
 
-    def _finished(self, future: asyncio.Future[None]) -> None:
+    def _finished(self, run: FlowRun, future: asyncio.Future[State | None]) -> None:
         self._running.discard(future)
         self._slots.release()
+        final_state = None if future.cancelled() else future.result()
+        if final_state is not None:
+            for listener in self._ended_listeners:
+                listener(run, final_state)
 
-    def _execute(self, flow: Flow, run: FlowRun) -> None:
+    def _execute(self, flow: Flow, run: FlowRun) -> State | None:
+        """Run ``run``; its final state as Prefect accepted it, or ``None`` if it broke off."""
         self._keep_thread_client()
         try:
-            run_flow_sync(flow, flow_run=run, parameters=run.parameters, return_type="state")
+            return run_flow_sync(flow, flow_run=run, parameters=run.parameters, return_type="state")
         except Exception:
             logger.exception("Flow run %s (%s) ended abnormally", run.name, run.id)
+            return None
 
     def _keep_thread_client(self) -> None:
         """Give this thread one Prefect client for all its runs: the flow and task engines,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, BinaryIO
@@ -15,7 +15,6 @@ from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -38,6 +37,7 @@ from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.janitor import Janitor
 from prefect_pfcon.deployments.outbox import Outbox
 from prefect_pfcon.deployments.publisher import RunPublisher
+from prefect_pfcon.deployments.runner import EmbeddedRunner
 from prefect_pfcon.deployments.event_stream import follow_block_edits, follow_step_runs
 from prefect_pfcon.deployments.runs import JobRuns
 from prefect_pfcon.models import JobStep
@@ -82,12 +82,13 @@ def answer(result: Answer) -> JSONResponse:
     return JSONResponse(result.body, status_code=result.status_code)
 
 
-def create_app(settings: PfconSettings, hand_over: Callable[[FlowRun], None] | None = None) -> FastAPI:
+def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) -> FastAPI:
     """The API app; it connects to Prefect and loads its blocks when it starts.
 
-    With ``hand_over`` (the embedded runner's), this process owns its job steps' runs: a POST
-    is answered once it is in the state dir's outbox, and each run is created Pending and
-    handed over. Without it, runs are created Scheduled, for a work pool, before answering.
+    With the embedded ``runner``, this process owns its job steps' runs: a POST is answered
+    once it is in the state dir's outbox, each run is created Pending and handed over, and
+    the runner reports each run's end. Without it, runs are created Scheduled, for a work
+    pool, before answering.
     """
     auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
 
@@ -98,8 +99,10 @@ def create_app(settings: PfconSettings, hand_over: Callable[[FlowRun], None] | N
             compute = await to_thread.run_sync(load_compute, settings.compute_block)
             runs = JobRuns(client, settings.deployment_name, settings.prefect_deadline_seconds)
             current = CurrentRuns(runs)
-            outbox = Outbox(settings.state_dir / "outbox.db") if hand_over is not None else None
-            publisher = RunPublisher(runs, current, outbox, hand_over)
+            outbox = Outbox(settings.state_dir / "outbox.db") if runner is not None else None
+            publisher = RunPublisher(runs, current, outbox, runner.hand_over if runner is not None else None)
+            if runner is not None:
+                runner.on_run_ended(current.run_ended)
             app.state.jobs = jobs = JobService(
                 storage,
                 compute,
