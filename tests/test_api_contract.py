@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -264,6 +265,17 @@ def test_running_plugin_repeat_and_delete_guard(service, docker_client):
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()
     (run,) = prefect_runs(service, f"plugin-{jid}")
     assert run["state_type"] in ("CANCELLED", "CANCELLING")
+
+
+def test_simultaneous_identical_posts_run_the_job_once(service):
+    jid, output_dir = copied_job(service)
+    data = {**sh_plugin(output_dir, 'echo run >> "$2"/runs.txt'), "jid": jid}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: raw(service, "POST", "pluginjobs/", data=data), range(8)))
+    assert [answer.status_code for answer in answers] == [201] * 8
+    assert wait_status(service.client(), JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
+    assert len(prefect_runs(service, f"plugin-{jid}")) == 1
+    assert (service.store_base / output_dir / "runs.txt").read_text() == "run\n"
 
 
 def test_deleted_job_posted_again_runs_again(service):

@@ -51,7 +51,8 @@ class RunPublisher:
             return 0
         leftovers = self._outbox.requests()
         for request in leftovers:
-            self._accept(request, self._outbox)
+            self._hold(request)
+            self._spawn(request, self._outbox)
         return len(leftovers)
 
     def waiting(self, step: JobStep, jid: str) -> RunRequest | None:
@@ -63,9 +64,16 @@ class RunPublisher:
         request for a (jid, step) that already has one waiting is the same job step."""
         if self._outbox is None:
             await self._create(request)
-        elif self.waiting(request.step, request.jid) is None:
+            return
+        if self.waiting(request.step, request.jid) is not None:
+            return
+        self._hold(request)  # before the write: a concurrent submit sees it waiting
+        try:
             await to_thread.run_sync(self._outbox.add, request)
-            self._accept(request, self._outbox)
+        except BaseException:
+            self._release(request)
+            raise
+        self._spawn(request, self._outbox)
 
     async def settled(self, step: JobStep, jid: str) -> None:
         """Wait until (jid, step) has no request waiting for its run."""
@@ -78,10 +86,15 @@ class RunPublisher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _accept(self, request: RunRequest, outbox: Outbox) -> None:
-        slot = (request.step, request.jid)
-        self._waiting[slot] = request
-        self._published[slot] = asyncio.Event()
+    def _hold(self, request: RunRequest) -> None:
+        self._waiting[(request.step, request.jid)] = request
+        self._published[(request.step, request.jid)] = asyncio.Event()
+
+    def _release(self, request: RunRequest) -> None:
+        del self._waiting[(request.step, request.jid)]
+        self._published.pop((request.step, request.jid)).set()
+
+    def _spawn(self, request: RunRequest, outbox: Outbox) -> None:
         task = asyncio.create_task(self._publish(request, outbox))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -97,10 +110,10 @@ class RunPublisher:
                                request.step.value, request.jid, exc or type(exc).__name__)
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(2 * delay, LAST_RETRY_SECONDS)
-        await to_thread.run_sync(outbox.remove, request.key)
-        slot = (request.step, request.jid)
-        del self._waiting[slot]
-        self._published.pop(slot).set()
+        try:
+            await to_thread.run_sync(outbox.remove, request.key)
+        finally:
+            self._release(request)  # the run exists (a request left behind yields it again)
 
     async def _create(self, request: RunRequest) -> None:
         run = await self._runs.create(
