@@ -37,7 +37,6 @@ def step_run_change(event: Event) -> StepRunChange | None:
     """The change a flow-run state event tells, if it is about a step run."""
     resource = event.resource
     step_and_jid = parse_run_name(resource.name or "")
-    run_id = resource.prefect_object_id("prefect.flow-run")
     if step_and_jid is None:
         return None
     try:
@@ -49,7 +48,7 @@ def step_run_change(event: Event) -> StepRunChange | None:
         )
     except (KeyError, ValueError):
         state = None
-    return StepRunChange(*step_and_jid, run_id, state)
+    return StepRunChange(*step_and_jid, resource.prefect_object_id("prefect.flow-run"), state)
 
 
 def step_run_changes(deployment_ids: list[UUID]) -> EventFilter:

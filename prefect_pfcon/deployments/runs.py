@@ -135,26 +135,25 @@ class JobRuns:
     async def newest_runs(self, jid: str) -> dict[JobStep, FlowRun]:
         """The newest run of each step of ``jid`` that has one, removed or not."""
         names = {run_name_for(step, jid): step for step in JobStep}
-        deployment_ids = [(await self.deployment(step)).id for step in JobStep]
-        runs = await self._client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=list(names))),
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=MAX_PAGE,
-        )
+        runs = await self._runs_named(list(names), MAX_PAGE)
         newest: dict[JobStep, FlowRun] = {}
         for run in runs:
             newest.setdefault(names[run.name], run)
         if len(runs) == MAX_PAGE:  # a step's newest run may lie beyond the page
             for step in set(JobStep) - set(newest):
-                older = await self._client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name_for(step, jid)])),
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
-                    sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-                    limit=1,
-                )
-                newest.update({step: run for run in older})
+                newest.update({step: run for run in await self._runs_named([run_name_for(step, jid)], 1)})
         return newest
+
+    async def _runs_named(self, names: list[str], limit: int) -> list[FlowRun]:
+        """Runs of the step deployments with one of these names, newest first."""
+        return await self._client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=names)),
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[(await self.deployment(step)).id for step in JobStep])
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=limit,
+        )
 
     @bounded
     async def removed(self, run_id: str) -> bool:

@@ -34,11 +34,11 @@ from prefect_pfcon.deployments.api.forms import (
 from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
 from prefect_pfcon.deployments.api.limits import BodySizeLimit
 from prefect_pfcon.deployments.current_runs import CurrentRuns
+from prefect_pfcon.deployments.event_stream import follow_block_edits, follow_step_runs
 from prefect_pfcon.deployments.janitor import Janitor
 from prefect_pfcon.deployments.outbox import Outbox
 from prefect_pfcon.deployments.publisher import RunPublisher
 from prefect_pfcon.deployments.runner import EmbeddedRunner
-from prefect_pfcon.deployments.event_stream import follow_block_edits, follow_step_runs
 from prefect_pfcon.deployments.runs import JobRuns
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.settings import PfconSettings

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shlex
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 from uuid import UUID
 
