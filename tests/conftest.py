@@ -57,6 +57,11 @@ class Service:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
 
+    def prefect(self, method: str, path: str, **kwargs) -> requests.Response:
+        """A request to this service's Prefect server API (``path`` starts with ``/``)."""
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, self.prefect_api_url + path, **kwargs)
+
 
 def _start_service(
     tmp: Path, name: str, storage: str, env_extra: dict[str, str], prefect_port: int, port: int | None = None

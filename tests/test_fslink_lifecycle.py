@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import requests
 from pfconclient.client import JobType
 from pfconclient.exceptions import PfconRequestException
 import pytest
@@ -45,12 +44,12 @@ def new_jid() -> str:
 
 def prefect_runs(service: Service, name: str) -> list[dict]:
     body = {"flow_runs": {"name": {"any_": [name]}}, "sort": "EXPECTED_START_TIME_DESC"}
-    return requests.post(f"{service.prefect_api_url}/flow_runs/filter", json=body, timeout=30).json()
+    return service.prefect("post", "/flow_runs/filter", json=body).json()
 
 
 def prefect_log_messages(service: Service, flow_run_id: str) -> list[str]:
     body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
-    logs = requests.post(f"{service.prefect_api_url}/logs/filter", json=body, timeout=30).json()
+    logs = service.prefect("post", "/logs/filter", json=body).json()
     return [log["message"] for log in logs]
 
 

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import requests
 from pfconclient.client import JobType
 
 from conftest import Service, wait_status
@@ -42,7 +41,7 @@ def run_deployment(service: Service, name: str, parameters: dict) -> str:
 def wait_run(service: Service, run_id: str, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = requests.get(f"{service.prefect_api_url}/flow_runs/{run_id}", timeout=30).json()
+        run = service.prefect("get", f"/flow_runs/{run_id}").json()
         if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return run
         time.sleep(0.5)
@@ -50,14 +49,14 @@ def wait_run(service: Service, run_id: str, timeout: float = 240) -> dict:
 
 
 def artifact(service: Service, key: str) -> dict:
-    found = requests.post(f"{service.prefect_api_url}/artifacts/filter", timeout=30, json={
+    found = service.prefect("post", "/artifacts/filter", json={
         "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}).json()
     assert found, f"no artifact {key}"
     return found[0]
 
 
 def runs_tagged(service: Service, tag: str) -> list[dict]:
-    return requests.post(f"{service.prefect_api_url}/flow_runs/filter", timeout=30, json={
+    return service.prefect("post", "/flow_runs/filter", json={
         "flow_runs": {"tags": {"all_": [tag]}}, "sort": "START_TIME_ASC"}).json()
 
 
@@ -91,7 +90,7 @@ def test_whole_job_from_its_deployment(service: Service):
 
 
 def test_job_form_is_typed_and_described(service: Service):
-    deployment = requests.get(f"{service.prefect_api_url}/deployments/name/pfcon-job/pfcon", timeout=30).json()
+    deployment = service.prefect("get", "/deployments/name/pfcon-job/pfcon").json()
     schema = deployment["parameter_openapi_schema"]
     assert schema["required"] == ["job"]
     plugin = schema["definitions"]["PluginSpec"]["properties"]
@@ -124,7 +123,7 @@ def test_reprocessing_over_a_glob_with_a_concurrency_limit(service: Service):
     summary = json.loads(artifact(service, "pfcon-reprocess-summary")["data"])
     statuses = {Path(row["input"]).name: row["status"] for row in summary}
     assert statuses == {"s1": "done", "s2": "done", "s3": "done", "s4": "skipped (done)"}
-    limit = requests.get(f"{service.prefect_api_url}/v2/concurrency_limits/pfcon-reprocess", timeout=30).json()
+    limit = service.prefect("get", "/v2/concurrency_limits/pfcon-reprocess").json()
     assert limit["limit"] == 1
     plugin_runs = [r for r in runs_tagged(service, f"image:{BUSYBOX}")
                    if r["name"].startswith(f"plugin-re-{run_id[:8]}") and r["state_type"] == "COMPLETED"]
@@ -140,10 +139,10 @@ def test_blocks_register_with_the_prefect_cli(service: Service):
     for slug in ("pfcon-fslink-storage", "pfcon-filesystem-storage", "pfcon-swift-storage",
                  "pfcon-zipfile-storage", "pfcon-docker-compute", "pfcon-slurm-compute",
                  "pfcon-kubernetes-compute"):
-        block_type = requests.get(f"{service.prefect_api_url}/block_types/slug/{slug}", timeout=30)
+        block_type = service.prefect("get", f"/block_types/slug/{slug}")
         assert block_type.status_code == 200 and block_type.json()["description"]
-    swift_type = requests.get(f"{service.prefect_api_url}/block_types/slug/pfcon-swift-storage", timeout=30).json()
-    schemas = requests.post(f"{service.prefect_api_url}/block_schemas/filter", timeout=30, json={
+    swift_type = service.prefect("get", "/block_types/slug/pfcon-swift-storage").json()
+    schemas = service.prefect("post", "/block_schemas/filter", json={
         "block_schemas": {"block_type_id": {"any_": [swift_type["id"]]}}}).json()
     assert schemas[0]["fields"]["properties"]["key"]["format"] == "password"  # a secret field in the UI
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import requests
 from fsspec.implementations.dirfs import DirFileSystem
 from pfconclient.client import JobType
 
@@ -143,15 +142,14 @@ def test_link_to_output_ancestor_is_refused(swift_service: Service, objects):
 @contextmanager
 def storage_block_key(service: Service, key: str) -> Iterator[None]:
     """Change the saved storage block's Swift key (as an operator would in the Prefect UI)."""
-    api = service.prefect_api_url
-    found = requests.post(f"{api}/block_documents/filter", timeout=30, json={
+    found = service.prefect("post", "/block_documents/filter", json={
         "block_documents": {"name": {"any_": ["swift-storage"]}}, "include_secrets": True}).json()
     document = found[0]
     original = document["data"]["key"]
 
     def set_key(value: str) -> None:
-        response = requests.patch(f"{api}/block_documents/{document['id']}", timeout=30,
-                                  json={"data": {"key": value}, "merge_existing_data": True})
+        response = service.prefect("patch", f"/block_documents/{document['id']}",
+                                   json={"data": {"key": value}, "merge_existing_data": True})
         response.raise_for_status()
 
     set_key(key)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from pfconclient.client import JobType
 
 from conftest import Service, _start_replica, _stop, wait_status
@@ -51,13 +50,13 @@ def worker(pools: Service, session_tmp: Path) -> Iterator[subprocess.Popen]:
 
 
 def test_every_deployment_applies_to_its_pool(pools: Service):
-    deployments = requests.post(f"{pools.prefect_api_url}/deployments/filter", timeout=30, json={}).json()
+    deployments = pools.prefect("post", "/deployments/filter", json={}).json()
     by_pool = {}
     for deployment in deployments:
         by_pool.setdefault(deployment["work_pool_name"], set()).add(deployment["name"])
     assert by_pool["pfcon-process"] == {"process"}
     assert by_pool["pfcon-docker"] == {"docker"} and by_pool["pfcon-kubernetes"] == {"kubernetes"}
-    template = requests.get(f"{pools.prefect_api_url}/work_pools/pfcon-kubernetes", timeout=30).json()
+    template = pools.prefect("get", "/work_pools/pfcon-kubernetes").json()
     pod = template["base_job_template"]["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "{{ storebase_claim }}"
 
@@ -86,7 +85,7 @@ def test_api_steps_run_on_the_pool(pools: Service, worker, session_tmp: Path):
         assert copy_inputs(replica, jid, output_dir)["status"] == "finishedSuccessfully"
         client.submit_job(JobType.PLUGIN, jid, plugin_descriptors(output_dir))
         assert wait_status(client, JobType.PLUGIN, jid, timeout=300)["status"] == "finishedSuccessfully"
-        runs = requests.post(f"{pools.prefect_api_url}/flow_runs/filter", timeout=30, json={
+        runs = pools.prefect("post", "/flow_runs/filter", json={
             "flow_runs": {"name": {"any_": [f"copy-{jid}", f"plugin-{jid}"]}}}).json()
         assert {run["work_pool_name"] for run in runs} == {"pfcon-process"}
     finally:
