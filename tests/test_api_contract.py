@@ -361,5 +361,7 @@ def test_unknown_jobs(service):
     for path in ("pluginjobs", "copyjobs", "uploadjobs", "deletejobs"):
         response = raw(service, "GET", f"{path}/nope/")
         assert response.status_code == 404 and "nope" in response.json()["message"]
-        assert raw(service, "DELETE", f"{path}/nope/").status_code == 204
+        removed = raw(service, "DELETE", f"{path}/nope/")
+        assert removed.status_code == 204 and removed.content == b""
+        assert removed.headers["content-type"] == "application/json"  # as pfcon 6.0.6 answers
     assert raw(service, "POST", "deletejobs/", data={"jid": "nope"}).json()["compute"]["message"] == "deleteSkipped"

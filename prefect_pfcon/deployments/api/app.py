@@ -213,7 +213,7 @@ def _add_step_routes(app: FastAPI, step: JobStep, auth: Authenticator) -> None:
     async def remove_job(request: Request, jid: str) -> Response:
         """Stop and forget the job; data is never touched. Always 204."""
         await _jobs(request).remove(step, jid)
-        return Response(status_code=204)
+        return Response(status_code=204, media_type="application/json")  # pfcon's header
 
 
 def _data_file(form: FormData) -> BinaryIO | None:
