@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any, get_args
 
+from pydantic import ValidationError
+
 from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 
 DEFAULT_PREFECT_PORT = 4200
@@ -60,6 +62,16 @@ def _prepare_prefect_env(prefect_port: int, state_dir: Path) -> str | None:
     return f"http://127.0.0.1:{prefect_port}"
 
 
+def configuration_errors(error: ValidationError) -> str:
+    """A settings validation error in one line: ``VARIABLE: reason; ...``."""
+    parts = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail["loc"])
+        reason = detail["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {reason}" if where else reason)
+    return "; ".join(parts)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Turn SIGTERM into KeyboardInterrupt so child processes are stopped on the way out."""
     raise KeyboardInterrupt
@@ -73,7 +85,10 @@ def up(args: argparse.Namespace) -> None:
                     "user", "password", "secret_key")
         if (value := getattr(args, key)) is not None
     }
-    settings = PfconSettings(**overrides)
+    try:
+        settings = PfconSettings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"prefect-pfcon: invalid configuration: {configuration_errors(exc)}") from None
     ui_url = _prepare_prefect_env(args.prefect_port, settings.state_dir)
     from prefect_pfcon.deployments.embedded import serve
     from prefect_pfcon.deployments.server import LocalPrefectServer

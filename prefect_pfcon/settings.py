@@ -6,11 +6,22 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
 ContainerEnv = Literal["docker", "slurm", "kubernetes"]
+VolumeType = Literal["host", "docker_local_volume", "kubernetes_pvc"]
+
+DEV_PASSWORD = "pfcon1234"
+PRODUCTION = "production"
+VOLUME_TYPES: dict[str, tuple[VolumeType, ...]] = {
+    # the first is the default; docker defaults to host here (pfcon: docker_local_volume),
+    # and kubernetes also takes a host path (one-node sites)
+    "docker": ("host", "docker_local_volume"),
+    "slurm": ("host",),
+    "kubernetes": ("kubernetes_pvc", "host"),
+}
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -27,8 +38,10 @@ class PfconSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="PFCON_HOST")
     port: int = Field(30006, validation_alias="PFCON_PORT")
     user: str = Field("pfcon", validation_alias="PFCON_USER")
-    password: str = Field("pfcon1234", validation_alias="PFCON_PASSWORD")
+    password: str = Field(DEV_PASSWORD, validation_alias="PFCON_PASSWORD")
     secret_key: str = Field("", validation_alias="SECRET_KEY")
+    application_mode: str | None = Field(None, validation_alias="APPLICATION_MODE")
+    innetwork: bool | None = Field(None, validation_alias="PFCON_INNETWORK")
     state_dir: Path = Field(
         Path.home() / ".prefect-pfcon", validation_alias="PFCON_STATE_DIR"
     )
@@ -71,10 +84,9 @@ class PfconSettings(BaseSettings):
     job_namespace: str = Field("default", validation_alias="JOB_NAMESPACE")
     node_selector: str = Field("", validation_alias="NODE_SELECTOR")
     image_pull_secrets: str = Field("", validation_alias="IMAGE_PULL_SECRETS")
-    compute_volume_type: Literal["kubernetes_pvc", "host"] = Field(
-        "kubernetes_pvc", validation_alias="COMPUTE_VOLUME_TYPE"
-    )
+    compute_volume_type: VolumeType | None = Field(None, validation_alias="COMPUTE_VOLUME_TYPE")
     volume_name: str | None = Field(None, validation_alias="VOLUME_NAME")
+    pfcon_selector: str = Field("org.chrisproject.role=pfcon", validation_alias="PFCON_SELECTOR")
     kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
 
     prefect_deadline_seconds: float = Field(30.0, gt=0, validation_alias="PFCON_PREFECT_DEADLINE_SECONDS")
@@ -87,7 +99,40 @@ class PfconSettings(BaseSettings):
     @field_validator("container_env", mode="before")
     @classmethod
     def _aliases(cls, value: str) -> str:
+        if value == "cromwell":
+            raise ValueError("cromwell is no longer supported (as in pfcon); use slurm")
         return {"podman": "docker", "openshift": "kubernetes"}.get(value, value)
+
+    @model_validator(mode="after")
+    def _pfcon_start_up_checks(self) -> PfconSettings:
+        """pfcon's defaults and start-up checks for the variables a site sets."""
+        given = self.model_fields_set
+        if self.innetwork is not None:
+            if "storage_env" not in given:
+                self.storage_env = "swift" if self.innetwork else "zipfile"
+            elif self.innetwork == (self.storage_env == "zipfile"):
+                raise ValueError(
+                    f"STORAGE_ENV={self.storage_env} needs PFCON_INNETWORK="
+                    f"{'false' if self.storage_env == 'zipfile' else 'true'}"
+                )
+        allowed = VOLUME_TYPES[self.container_env]
+        if self.compute_volume_type is None:
+            self.compute_volume_type = allowed[0]
+        elif self.compute_volume_type not in allowed:
+            raise ValueError(
+                f"COMPUTE_VOLUME_TYPE={self.compute_volume_type} is not valid for "
+                f"CONTAINER_ENV={self.container_env} (allowed: {', '.join(allowed)})"
+            )
+        if self.compute_volume_type == "kubernetes_pvc" and not self.volume_name:
+            raise ValueError("COMPUTE_VOLUME_TYPE=kubernetes_pvc needs VOLUME_NAME (the storeBase's PVC)")
+        if self.application_mode == PRODUCTION:
+            missing = [name for name, field in (("SECRET_KEY", "secret_key"), ("PFCON_USER", "user"),
+                                                ("PFCON_PASSWORD", "password")) if field not in given]
+            if missing:
+                raise ValueError(f"APPLICATION_MODE=production needs {', '.join(missing)}")
+            if self.password == DEV_PASSWORD or not self.secret_key:
+                raise ValueError("APPLICATION_MODE=production refuses the default password and an empty SECRET_KEY")
+        return self
 
     def resolved_secret_key(self) -> str:
         """``SECRET_KEY``, or a random key kept in the state dir so tokens survive restarts."""

@@ -64,9 +64,12 @@ class Service:
 
 
 def _start_service(
-    tmp: Path, name: str, storage: str, env_extra: dict[str, str], prefect_port: int, port: int | None = None
+    tmp: Path, name: str, storage: str | None, env_extra: dict[str, str], prefect_port: int, port: int | None = None,
+    *, store_base: Path | None = None, cwd: Path | None = None,
 ) -> Service:
-    store_base = tmp / f"storeBase-{name}"
+    """``prefect-pfcon up`` with ``--storage`` (unless ``None``: the configuration decides) in
+    ``cwd`` (where a ``.env`` file is read)."""
+    store_base = store_base or tmp / f"storeBase-{name}"
     store_base.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     inherited = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
@@ -81,10 +84,11 @@ def _start_service(
     }
     command = [
         sys.executable, "-m", "prefect_pfcon.cli", "up", "--port", str(port),
-        "--storebase", str(store_base), "--storage", storage, "--prefect-port", str(prefect_port),
+        "--storebase", str(store_base), "--prefect-port", str(prefect_port),
+        *(["--storage", storage] if storage else []),
     ]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
     )
     output: list[str] = []
     ready = threading.Event()
@@ -151,11 +155,12 @@ def filesystem_service(session_tmp: Path, fslink_service: Service) -> Iterator[S
 
 
 def _start_replica(
-    session_tmp: Path, primary: Service, storage: str, env: dict[str, str], name: str | None = None
+    session_tmp: Path, primary: Service, storage: str | None, env: dict[str, str], name: str | None = None,
+    **options,
 ) -> Service:
     """Another service with ``storage`` on the primary's Prefect server."""
     shared = {"PREFECT_API_URL": primary.prefect_api_url, "PREFECT_HOME": str(session_tmp / "prefect-home")}
-    return _start_service(session_tmp, name or storage, storage, {**shared, **env}, 0)
+    return _start_service(session_tmp, name or storage, storage, {**shared, **env}, 0, **options)
 
 
 @pytest.fixture(scope="session")

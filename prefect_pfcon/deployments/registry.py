@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +11,7 @@ from prefect import Flow
 from prefect.schedules import Cron
 
 from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS, ComputeBlock, StorageBlock
+from prefect_pfcon.blocks.compute.volumes import volume_mountpoint
 from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
 from prefect_pfcon.flows import STEP_FLOWS
 from prefect_pfcon.flows.job import job_flow
@@ -33,11 +35,20 @@ def _storage_mode_options(settings: PfconSettings) -> dict[str, Any]:
     return {}
 
 
+def engine_store_base(settings: PfconSettings) -> Path | None:
+    """The storeBase as the container engine sees it, when it differs from ``STOREBASE_MOUNT``:
+    ``STOREBASE``, or the mount point of the storeBase's Docker volume."""
+    if settings.compute_volume_type == "docker_local_volume":
+        return volume_mountpoint(settings.volume_name, settings.pfcon_selector, settings.store_base)
+    return settings.host_store_base
+
+
 def storage_from_settings(settings: PfconSettings) -> StorageBlock:
     """The storage block the settings describe (``STORAGE_ENV``, ``STOREBASE_MOUNT`` ...)."""
+    host_store_base = engine_store_base(settings)
     return STORAGE_BLOCKS[settings.storage_env](
         store_base=str(settings.store_base),
-        host_store_base=str(settings.host_store_base) if settings.host_store_base else None,
+        host_store_base=str(host_store_base) if host_store_base else None,
         transfer_workers=settings.transfer_workers,
         **_storage_mode_options(settings),
     )
@@ -46,7 +57,7 @@ def storage_from_settings(settings: PfconSettings) -> StorageBlock:
 def _compute_backend_options(settings: PfconSettings) -> dict[str, Any]:
     """Fields only some compute backends have (network mode, Slurm's and Kubernetes' site options)."""
     if settings.container_env == "docker":
-        return {"network_mode": settings.network_mode}
+        return {"network_mode": settings.network_mode, "volume_type": settings.compute_volume_type}
     if settings.container_env == "slurm":
         return {
             "network_mode": settings.network_mode,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import docker
 import requests
@@ -73,10 +73,14 @@ class DockerCompute(ComputeBlock):
     _description = "Runs ChRIS plugin containers on a Docker engine."
 
     container_env: ClassVar[str] = "docker"
-    compute_volume_type: ClassVar[str] = "host"
 
     docker_host: str | None = Field(
         None, description="Docker engine URL; defaults to DOCKER_HOST or the local socket."
+    )
+    volume_type: Literal["host", "docker_local_volume"] = Field(
+        "host",
+        description="How the storeBase reaches the engine (COMPUTE_VOLUME_TYPE): a host path, or a "
+        "named volume whose mount point is bind-mounted.",
     )
     network_mode: str = Field(
         "none", description="Network of plugin containers: none (default), host, or a network."
@@ -84,6 +88,10 @@ class DockerCompute(ComputeBlock):
 
     _client: docker.DockerClient | None = PrivateAttr(None)
     _gpu_runtime: bool | None = PrivateAttr(None)
+
+    @property
+    def compute_volume_type(self) -> str:  # type: ignore[override]
+        return self.volume_type
 
     @property
     def client(self) -> docker.DockerClient:

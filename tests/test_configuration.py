@@ -1,0 +1,180 @@
+"""pfcon's configuration read with pfcon's meaning: a pfcon ``.env`` gives pfcon's server info,
+invalid combinations stop the start with one line, and the storeBase may be a Docker volume.
+
+The settings checks at the top are fast unit tests of pure logic; the rest start the real
+service and run real containers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from pfconclient.client import JobType
+from pydantic import ValidationError
+
+from conftest import Service, _start_replica, _stop, wait_status
+from fixtures_tree import make_fslink_fixture
+from test_fslink_lifecycle import copy_inputs, delete_and_forget, new_jid, plugin_descriptors
+from prefect_pfcon.blocks.compute.volumes import VolumeNotFound, volume_mountpoint
+from prefect_pfcon.settings import PfconSettings
+
+PFCON_VARIABLES = (
+    "APPLICATION_MODE", "PFCON_INNETWORK", "STORAGE_ENV", "CONTAINER_ENV", "COMPUTE_VOLUME_TYPE",
+    "VOLUME_NAME", "SECRET_KEY", "PFCON_USER", "PFCON_PASSWORD",
+)
+
+
+@pytest.fixture
+def pfcon_env(monkeypatch, tmp_path):
+    """A clean slate of pfcon's variables (and no ``.env`` in the working directory)."""
+    for name in PFCON_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def settings(**variables: str) -> PfconSettings:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return PfconSettings()
+
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("variables", "storage_env"),
+    [
+        ({}, "fslink"),
+        ({"PFCON_INNETWORK": "false"}, "zipfile"),
+        ({"PFCON_INNETWORK": "true"}, "swift"),
+        ({"PFCON_INNETWORK": "true", "STORAGE_ENV": "filesystem"}, "filesystem"),
+        ({"PFCON_INNETWORK": "false", "STORAGE_ENV": "zipfile"}, "zipfile"),
+    ],
+)
+def test_storage_defaults_follow_pfcon_innetwork(pfcon_env, variables, storage_env):
+    assert pfcon_env(**variables).storage_env == storage_env
+
+
+@pytest.mark.parametrize(
+    ("variables", "reason"),
+    [
+        ({"PFCON_INNETWORK": "false", "STORAGE_ENV": "fslink"}, "STORAGE_ENV=fslink needs PFCON_INNETWORK=true"),
+        ({"PFCON_INNETWORK": "true", "STORAGE_ENV": "zipfile"}, "STORAGE_ENV=zipfile needs PFCON_INNETWORK=false"),
+        ({"COMPUTE_VOLUME_TYPE": "kubernetes_pvc"}, "not valid for CONTAINER_ENV=docker"),
+        ({"CONTAINER_ENV": "kubernetes"}, "needs VOLUME_NAME"),
+        ({"CONTAINER_ENV": "cromwell"}, "cromwell is no longer supported"),
+        ({"APPLICATION_MODE": "production"}, "needs SECRET_KEY, PFCON_USER, PFCON_PASSWORD"),
+        ({"APPLICATION_MODE": "production", "SECRET_KEY": "k" * 40, "PFCON_USER": "cube",
+          "PFCON_PASSWORD": "pfcon1234"}, "refuses the default password"),
+    ],
+)
+def test_invalid_combinations_are_refused(pfcon_env, variables, reason):
+    with pytest.raises(ValidationError, match=reason):
+        pfcon_env(**variables)
+
+
+def test_volume_types_default_per_backend(pfcon_env):
+    assert pfcon_env().compute_volume_type == "host"
+    assert pfcon_env(CONTAINER_ENV="openshift", VOLUME_NAME="storebase").compute_volume_type == "kubernetes_pvc"
+    assert pfcon_env(CONTAINER_ENV="podman", COMPUTE_VOLUME_TYPE="docker_local_volume").container_env == "docker"
+
+
+def test_production_with_its_secrets_starts(pfcon_env):
+    settings = pfcon_env(APPLICATION_MODE="production", SECRET_KEY="s" * 40, PFCON_USER="cube",
+                         PFCON_PASSWORD="a-real-password")
+    assert settings.resolved_secret_key() == "s" * 40
+
+
+def test_invalid_configuration_stops_up_with_one_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PFCON_STATE_DIR": str(tmp_path / "state"),
+           "PFCON_INNETWORK": "false", "STORAGE_ENV": "swift"}
+    result = subprocess.run([sys.executable, "-m", "prefect_pfcon.cli", "up"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "prefect-pfcon: invalid configuration: STORAGE_ENV=swift needs PFCON_INNETWORK=true"
+    ]
+    assert not (tmp_path / "state").exists()
+
+
+def _start_with_dotenv(session_tmp: Path, primary: Service, name: str, dotenv: str) -> Service:
+    """A replica configured only by a pfcon ``.env`` file in its working directory."""
+    workdir = session_tmp / f"dotenv-{name}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / ".env").write_text(dotenv)
+    return _start_replica(session_tmp, primary, None, {}, name=name, cwd=workdir)
+
+
+def test_pfcon_dotenv_gives_pfcon_server_info(session_tmp, fslink_service, swift_credentials):
+    swift_env = "".join(f"{key}={value}\n" for key, value in swift_credentials.items())
+    swift = _start_with_dotenv(session_tmp, fslink_service, "dotenv-swift",
+                               f"PFCON_INNETWORK=true\nCONTAINER_ENV=docker\nCOMPUTE_VOLUME_TYPE=host\n{swift_env}")
+    try:
+        info = swift.client().get_server_info()
+    finally:
+        _stop(swift)
+    assert {key: info[key] for key in info if key != "server_version"} == {
+        "pfcon_innetwork": True, "storage_env": "swift", "requires_copy_job": True,
+        "requires_upload_job": True, "swift_auth_url": swift_credentials["SWIFT_AUTH_URL"],
+        "container_env": "docker", "compute_volume_type": "host",
+    }
+    zipfile = _start_with_dotenv(session_tmp, fslink_service, "dotenv-zipfile", "PFCON_INNETWORK=false\n")
+    try:
+        info = zipfile.client().get_server_info()
+    finally:
+        _stop(zipfile)
+    assert {key: info[key] for key in ("pfcon_innetwork", "storage_env", "requires_copy_job",
+                                       "requires_upload_job")} == {
+        "pfcon_innetwork": False, "storage_env": "zipfile", "requires_copy_job": False,
+        "requires_upload_job": False,
+    }
+
+
+@pytest.fixture
+def store_volume(docker_client):
+    volume = docker_client.volumes.create(f"pfcon-test-storebase-{uuid.uuid4().hex[:8]}")
+    yield volume
+    volume.remove(force=True)
+
+
+def test_store_volume_found_through_the_selector(docker_client, store_volume):
+    selector = f"org.chrisproject.role=pfcon-test-{uuid.uuid4().hex[:8]}"
+    container = docker_client.containers.run(
+        "local/busybox:test", ["sleep", "60"], detach=True, network_mode="none",
+        labels=dict([selector.split("=", 1)]), volumes={store_volume.name: {"bind": "/var/local/storeBase"}},
+    )
+    try:
+        found = volume_mountpoint(None, selector, Path("/var/local/storeBase"))
+    finally:
+        container.remove(force=True)
+    assert found == Path(store_volume.attrs["Mountpoint"])
+    with pytest.raises(VolumeNotFound, match="set VOLUME_NAME"):
+        volume_mountpoint(None, selector, Path("/var/local/storeBase"))
+    with pytest.raises(VolumeNotFound, match="does not exist"):
+        volume_mountpoint("pfcon-test-no-such-volume", selector, Path("/var/local/storeBase"))
+
+
+def test_lifecycle_with_the_store_base_in_a_docker_volume(session_tmp, fslink_service, docker_client, store_volume):
+    mountpoint = Path(store_volume.attrs["Mountpoint"])
+    make_fslink_fixture(mountpoint)
+    service = _start_replica(
+        session_tmp, fslink_service, "fslink",
+        {"COMPUTE_VOLUME_TYPE": "docker_local_volume", "VOLUME_NAME": store_volume.name},
+        name="docker-volume", store_base=mountpoint,
+    )
+    try:
+        client = service.client()
+        assert client.get_server_info()["compute_volume_type"] == "docker_local_volume"
+        jid, output_dir = new_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
+        assert copy_inputs(service, jid, output_dir)["status"] == "finishedSuccessfully"
+        client.submit_job(JobType.PLUGIN, jid, plugin_descriptors(output_dir))
+        assert wait_status(client, JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
+        mounts = {m["Destination"]: m for m in docker_client.api.inspect_container(jid)["Mounts"]}
+        assert mounts["/share/incoming"]["Source"] == str(mountpoint / f"key-{jid}/incoming")
+        assert mounts["/share/outgoing"]["Source"] == str(mountpoint / output_dir)
+        assert (mountpoint / output_dir / "new.txt").read_text() == "new\n"
+        delete_and_forget(client, jid)
+    finally:
+        _stop(service)
