@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
-ContainerEnv = Literal["docker", "slurm", "kubernetes"]
+ContainerEnv = Literal["docker", "swarm", "slurm", "kubernetes"]
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -59,6 +59,7 @@ class PfconSettings(BaseSettings):
     ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
     remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
+    swarm_gpu_resource: str = Field("NVIDIA-GPU", validation_alias="PFCON_SWARM_GPU_RESOURCE")
 
     slurm_work_dir: Path | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
     slurm_runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")
