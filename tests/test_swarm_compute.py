@@ -4,11 +4,11 @@ plugin containers as services, one task each, never restarted."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from compute_jobs import make_key_dir, plugin_job
 from conftest import SWARM_GPU
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SwarmCompute
 from prefect_pfcon.blocks.compute.swarm import OOM_MESSAGE, task_message, task_status
@@ -17,17 +17,12 @@ from prefect_pfcon.models import JobStatus
 from prefect_pfcon.settings import PfconSettings
 from private_dockerd import PrivateDockerd
 
-BUSYBOX = "local/busybox:test"
 TIMEOUT = 60
 
 
 @pytest.fixture
 def store(session_tmp: Path) -> Path:
-    job_dir = session_tmp / "swarm-store" / f"key-{uuid.uuid4().hex[:6]}"
-    (job_dir / "incoming").mkdir(parents=True)
-    (job_dir / "outgoing").mkdir()
-    (job_dir / "incoming" / "a.txt").write_text("input\n")
-    return job_dir
+    return make_key_dir(session_tmp / "swarm-store")
 
 
 @pytest.fixture
@@ -36,13 +31,7 @@ def swarm(swarm_engine: PrivateDockerd) -> SwarmCompute:
 
 
 def container_job(key_dir: Path, script: str, **overrides) -> ContainerJob:
-    name = f"h6-{uuid.uuid4().hex[:8]}"
-    values = dict(name=name, image=BUSYBOX, command=["sh", "-c", script], env=["GREETING=hello=world"],
-                  cpu_limit=500, memory_limit=200, gpu_limit=0, number_of_workers=1,
-                  incoming=key_dir / "incoming", outgoing=key_dir / "outgoing",
-                  labels={"org.chrisproject.jid": name, "org.chrisproject.job_type": "plugin",
-                          "io.prefect.flow-run-id": str(uuid.uuid4())})
-    return ContainerJob(**{**values, **overrides})
+    return plugin_job(key_dir, script, "h6", **overrides)
 
 
 def wait_for(swarm: SwarmCompute, name: str, status: JobStatus):
