@@ -64,7 +64,7 @@ def log_time(stamp: str) -> int:
     """An engine log timestamp (RFC 3339, up to nanoseconds) as nanoseconds since the epoch."""
     whole, _, fraction = stamp.rstrip("Z").partition(".")
     seconds = int(datetime.fromisoformat(whole + "+00:00").timestamp())
-    return seconds * 10**9 + int(fraction.ljust(9, "0")[:9] or 0)
+    return seconds * 10**9 + int(fraction.ljust(9, "0")[:9])
 
 
 class SwarmCompute(DockerEngineBlock):
