@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
-ContainerEnv = Literal["docker", "slurm", "kubernetes"]
+ContainerEnv = Literal["docker", "swarm", "slurm", "kubernetes"]
 VolumeType = Literal["host", "docker_local_volume", "kubernetes_pvc"]
 
 DEV_PASSWORD = "pfcon1234"
@@ -19,6 +19,7 @@ VOLUME_TYPES: dict[str, tuple[VolumeType, ...]] = {
     # the first is the default; docker defaults to host here (pfcon: docker_local_volume),
     # and kubernetes also takes a host path (one-node sites)
     "docker": ("host", "docker_local_volume"),
+    "swarm": ("host",),
     "slurm": ("host",),
     "kubernetes": ("kubernetes_pvc", "host"),
 }
@@ -72,6 +73,7 @@ class PfconSettings(BaseSettings):
     ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
     remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
+    swarm_gpu_resource: str = Field("NVIDIA-GPU", validation_alias="PFCON_SWARM_GPU_RESOURCE")
 
     slurm_work_dir: Path | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
     slurm_runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")

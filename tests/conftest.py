@@ -24,9 +24,12 @@ import pytest
 import requests
 from pfconclient.client import Client
 
+from private_dockerd import PrivateDockerd
+
 TEST_SECRET = "test-secret-key-not-for-production"
 READY_TIMEOUT = 240
 SWIFT_TEST_CONTAINER = "pfcon-tests"
+SWARM_GPU = "h6-gpu-0"  # the one NVIDIA-GPU the test swarm's node advertises (a name, no device)
 ZIP_LIMIT_MB = 20
 UPLOAD_LIMIT_MB = 30
 
@@ -212,6 +215,30 @@ def kubernetes_service(session_tmp: Path, fslink_service: Service) -> Iterator[S
         raise RuntimeError("KUBECONFIG unset: run the tests with scripts/test.sh, which starts Kubernetes")
     env = {"CONTAINER_ENV": "kubernetes", "COMPUTE_VOLUME_TYPE": "host"}
     service = _start_replica(session_tmp, fslink_service, "fslink", env, name="kubernetes")
+    yield service
+    _stop(service)
+
+
+@pytest.fixture(scope="session")
+def swarm_engine(session_tmp: Path, docker_client: docker.DockerClient) -> Iterator[PrivateDockerd]:
+    """A single-node Docker Swarm on a dockerd of the tests' own (not the shared engine), with
+    the test images loaded; left and stopped at the end."""
+    engine = PrivateDockerd(session_tmp / "dockerd-swarm", ("--node-generic-resource", f"NVIDIA-GPU={SWARM_GPU}"))
+    engine.start()
+    try:
+        engine.load(docker_client, "local/busybox:test")
+        engine.swarm_init()
+        yield engine
+        engine.swarm_leave()
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def swarm_service(session_tmp: Path, fslink_service: Service, swarm_engine: PrivateDockerd) -> Iterator[Service]:
+    """fslink storage with plugins run as services of the test swarm."""
+    env = {"CONTAINER_ENV": "swarm", "DOCKER_HOST": swarm_engine.host}
+    service = _start_replica(session_tmp, fslink_service, "fslink", env, name="swarm")
     yield service
     _stop(service)
 

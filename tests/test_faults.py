@@ -13,13 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 from pfconclient.client import JobType
 
 from conftest import Service, _start_service, _stop, free_port, wait_status
 from fixtures_tree import make_fslink_fixture
+from private_dockerd import PrivateDockerd
 from test_fslink_lifecycle import copied_job, sh_plugin, submit_and_wait_started
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -161,46 +161,11 @@ def test_service_killed_mid_job_completes_it_once(session_tmp: Path, docker_clie
         _stop(restarted)
 
 
-class PrivateDockerd:
-    """A second Docker engine, started and stopped by this test: its own socket, data and
-    state dirs, no bridge or iptables changes (plugins run without networking anyway)."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.host = f"unix://{base / 'docker.sock'}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        log = (self.base / "dockerd.log").open("a")
-        self.process = subprocess.Popen(
-            ["dockerd", "--host", self.host, "--data-root", str(self.base / "data"),
-             "--exec-root", str(self.base / "exec"), "--pidfile", str(self.base / "dockerd.pid"),
-             "--bridge", "none", "--iptables=false"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                docker.DockerClient(base_url=self.host).ping()
-                return
-            except docker.errors.DockerException:
-                assert self.process.poll() is None, (self.base / "dockerd.log").read_text()[-2000:]
-                time.sleep(0.5)
-        raise RuntimeError("private dockerd did not start")
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.terminate()  # without live-restore, the engine kills its containers
-        self.process.wait(timeout=60)
-
-
 @pytest.fixture
 def private_dockerd(session_tmp: Path, docker_client) -> Iterator[PrivateDockerd]:
     engine = PrivateDockerd(session_tmp / "dockerd-restart")
     engine.start()
-    image = b"".join(docker_client.images.get("local/busybox:test").save(named=True))
-    docker.DockerClient(base_url=engine.host).images.load(image)
+    engine.load(docker_client, "local/busybox:test")
     yield engine
     if engine.process is not None and engine.process.poll() is None:
         engine.stop()

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from compute_jobs import make_key_dir, plugin_job
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, KubernetesCompute
 from prefect_pfcon.models import JobStatus
-
-BUSYBOX = "local/busybox:test"
 
 
 @pytest.fixture
 def store(session_tmp: Path) -> Path:
-    base = session_tmp / "k8s-store"
-    job_dir = base / f"key-{uuid.uuid4().hex[:6]}"
-    (job_dir / "incoming").mkdir(parents=True)
-    (job_dir / "outgoing").mkdir()
-    (job_dir / "incoming" / "a.txt").write_text("input\n")
-    return job_dir
+    return make_key_dir(session_tmp / "k8s-store")
 
 
 @pytest.fixture
@@ -32,12 +25,7 @@ def kubernetes(session_tmp: Path) -> KubernetesCompute:
 
 
 def container_job(key_dir: Path, script: str, **overrides) -> ContainerJob:
-    name = f"k8s-{uuid.uuid4().hex[:8]}"
-    values = dict(name=name, image=BUSYBOX, command=["sh", "-c", script], env=["GREETING=hello=world"],
-                  cpu_limit=500, memory_limit=200, gpu_limit=0, number_of_workers=1,
-                  incoming=key_dir / "incoming", outgoing=key_dir / "outgoing",
-                  labels={"org.chrisproject.jid": name, "org.chrisproject.job_type": "plugin"})
-    return ContainerJob(**{**values, **overrides})
+    return plugin_job(key_dir, script, "k8s", **overrides)
 
 
 def test_plugin_runs_as_a_kubernetes_job(kubernetes: KubernetesCompute, store: Path):

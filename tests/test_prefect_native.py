@@ -135,10 +135,10 @@ def test_reprocessing_over_a_glob_with_a_concurrency_limit(service: Service):
 
 def test_blocks_register_with_the_prefect_cli(service: Service):
     output = prefect_cli(service, "block", "register", "-m", "prefect_pfcon.blocks")
-    assert "Successfully registered 7 blocks" in " ".join(output.split())
+    assert "Successfully registered 8 blocks" in " ".join(output.split())
     for slug in ("pfcon-fslink-storage", "pfcon-filesystem-storage", "pfcon-swift-storage",
                  "pfcon-zipfile-storage", "pfcon-docker-compute", "pfcon-slurm-compute",
-                 "pfcon-kubernetes-compute"):
+                 "pfcon-kubernetes-compute", "pfcon-swarm-compute"):
         block_type = service.prefect("get", f"/block_types/slug/{slug}")
         assert block_type.status_code == 200 and block_type.json()["description"]
     swift_type = service.prefect("get", "/block_types/slug/pfcon-swift-storage").json()

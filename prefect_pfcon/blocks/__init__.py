@@ -21,6 +21,7 @@ from prefect_pfcon.blocks.compute import (
     DockerCompute,
     KubernetesCompute,
     SlurmCompute,
+    SwarmCompute,
 )
 from prefect_pfcon.blocks.storage import (
     STORAGE_BLOCKS,
@@ -79,6 +80,7 @@ __all__ = [
     "KubernetesCompute",
     "SlurmCompute",
     "StorageBlock",
+    "SwarmCompute",
     "SwiftStorage",
     "ZipfileStorage",
     "forget_loaded_blocks",

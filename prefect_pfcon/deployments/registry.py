@@ -55,9 +55,11 @@ def storage_from_settings(settings: PfconSettings) -> StorageBlock:
 
 
 def _compute_backend_options(settings: PfconSettings) -> dict[str, Any]:
-    """Fields only some compute backends have (network mode, Slurm's and Kubernetes' site options)."""
+    """Fields only some compute backends have (network mode, swarm GPUs, Slurm's and Kubernetes' site options)."""
     if settings.container_env == "docker":
         return {"network_mode": settings.network_mode, "volume_type": settings.compute_volume_type}
+    if settings.container_env == "swarm":
+        return {"network_mode": settings.network_mode, "gpu_resource": settings.swarm_gpu_resource}
     if settings.container_env == "slurm":
         return {
             "network_mode": settings.network_mode,

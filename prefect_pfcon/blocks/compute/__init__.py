@@ -10,9 +10,10 @@ from prefect_pfcon.blocks.compute.base import (
 from prefect_pfcon.blocks.compute.docker import DockerCompute
 from prefect_pfcon.blocks.compute.kubernetes import KubernetesCompute
 from prefect_pfcon.blocks.compute.slurm import SlurmCompute
+from prefect_pfcon.blocks.compute.swarm import SwarmCompute
 
 COMPUTE_BLOCKS: dict[str, type[ComputeBlock]] = {
-    cls.container_env: cls for cls in (DockerCompute, KubernetesCompute, SlurmCompute)
+    cls.container_env: cls for cls in (DockerCompute, KubernetesCompute, SlurmCompute, SwarmCompute)
 }
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "DockerCompute",
     "KubernetesCompute",
     "SlurmCompute",
+    "SwarmCompute",
 ]

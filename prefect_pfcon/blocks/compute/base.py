@@ -114,6 +114,10 @@ class ComputeBlock(Block, ABC):
         """The plugin's environment: exactly the client's list, plus the HOME workaround."""
         return [*env, "HOME=/tmp"] if self.enable_home_workaround else list(env)
 
+    def labels_of(self, job: ContainerJob) -> dict[str, str]:
+        """The job's labels: ``JOB_LABELS``, then the job's own (job type, jid, flow run)."""
+        return {**self.job_labels, **job.labels}
+
     def plugin_post_error(self, job: PluginJob) -> str | None:
         """A reason the backend refuses a plugin job at POST time, or ``None``."""
         if self.single_worker and job.number_of_workers != 1:

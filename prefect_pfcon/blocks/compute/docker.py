@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
-import docker
-import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 from pydantic import Field, PrivateAttr
 
@@ -17,13 +14,12 @@ from prefect_pfcon.blocks.compute.base import (
     FLOW_RUN_LABEL,
     JOB_TYPE_LABEL,
     ZERO_TIME,
-    ComputeBlock,
     ComputeError,
-    ComputeUnavailable,
     ContainerJob,
     ContainerState,
     ContainerUser,
 )
+from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
@@ -48,24 +44,7 @@ def container_timestamp(state: dict[str, Any]) -> str:
     return finished if not finished.startswith("0001-01-01") else state.get("StartedAt") or ZERO_TIME
 
 
-T = TypeVar("T")
-ENGINE_UNREACHABLE = "The Docker engine cannot be reached (stopped or restarting)"
-
-
-def engine_call(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn a lost connection to the Docker engine into ``ComputeUnavailable``."""
-
-    @functools.wraps(method)
-    def call(self: DockerCompute, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except requests.exceptions.ConnectionError:
-            raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
-
-    return call
-
-
-class DockerCompute(ComputeBlock):
+class DockerCompute(DockerEngineBlock):
     """Run plugin containers on a Docker engine (pfcon's CONTAINER_ENV=docker, host volumes)."""
 
     _block_type_name = "pfcon docker compute"
@@ -74,9 +53,6 @@ class DockerCompute(ComputeBlock):
 
     container_env: ClassVar[str] = "docker"
 
-    docker_host: str | None = Field(
-        None, description="Docker engine URL; defaults to DOCKER_HOST or the local socket."
-    )
     volume_type: Literal["host", "docker_local_volume"] = Field(
         "host",
         description="How the storeBase reaches the engine (COMPUTE_VOLUME_TYPE): a host path, or a "
@@ -86,26 +62,11 @@ class DockerCompute(ComputeBlock):
         "none", description="Network of plugin containers: none (default), host, or a network."
     )
 
-    _client: docker.DockerClient | None = PrivateAttr(None)
     _gpu_runtime: bool | None = PrivateAttr(None)
 
     @property
     def compute_volume_type(self) -> str:  # type: ignore[override]
         return self.volume_type
-
-    @property
-    def client(self) -> docker.DockerClient:
-        """A Docker client, made once per block instance."""
-        if self._client is None:
-            try:
-                self._client = (
-                    docker.DockerClient(base_url=self.docker_host)
-                    if self.docker_host
-                    else docker.from_env()
-                )
-            except DockerException:  # it asks the engine for its API version
-                raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
-        return self._client
 
     @engine_call
     def has_gpu_runtime(self) -> bool:
@@ -139,7 +100,7 @@ class DockerCompute(ComputeBlock):
             "command": job.command,
             "name": job.name,
             "environment": job.env,
-            "labels": {**self.job_labels, **job.labels},
+            "labels": self.labels_of(job),
             "network_mode": self.network_mode,
             "volumes": {
                 str(job.incoming): {"bind": INCOMING, "mode": "ro"},

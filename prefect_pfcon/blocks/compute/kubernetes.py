@@ -167,7 +167,7 @@ class KubernetesCompute(ComputeBlock):
 
     def manifest(self, job: ContainerJob) -> client.V1Job:
         """The batch/v1 Job of a plugin container."""
-        labels = {**self.job_labels, **job.labels, JOB_TYPE_LABEL_K8S: job.labels.get(JOB_TYPE_LABEL, "plugin")}
+        labels = {**self.labels_of(job), JOB_TYPE_LABEL_K8S: job.labels.get(JOB_TYPE_LABEL, "plugin")}
         labels.pop(JOB_TYPE_LABEL, None)
         volumes = [self._volume()]
         if self.shm_size:

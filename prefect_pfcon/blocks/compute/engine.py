@@ -1,0 +1,55 @@
+"""What the blocks that drive a Docker engine share: the client, and a lost engine in pfcon's terms."""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import docker
+import requests
+from docker.errors import DockerException
+from pydantic import Field, PrivateAttr
+
+from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeUnavailable
+
+T = TypeVar("T")
+ENGINE_UNREACHABLE = "The Docker engine cannot be reached (stopped or restarting)"
+
+
+def engine_call(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn a lost connection to the Docker engine into ``ComputeUnavailable``."""
+
+    @functools.wraps(method)
+    def call(self: DockerEngineBlock, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except requests.exceptions.ConnectionError:
+            raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
+
+    return call
+
+
+class DockerEngineBlock(ComputeBlock, ABC):
+    """A compute block that talks to one Docker engine (a host's, or a swarm manager's)."""
+
+    docker_host: str | None = Field(
+        None, description="Docker engine URL; defaults to DOCKER_HOST or the local socket."
+    )
+
+    _client: docker.DockerClient | None = PrivateAttr(None)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """A Docker client, made once per block instance."""
+        if self._client is None:
+            try:
+                self._client = (
+                    docker.DockerClient(base_url=self.docker_host)
+                    if self.docker_host
+                    else docker.from_env()
+                )
+            except DockerException:  # it asks the engine for its API version
+                raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
+        return self._client
