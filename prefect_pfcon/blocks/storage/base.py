@@ -144,8 +144,9 @@ class StorageBlock(Block, ABC):
         """Push the job's outputs to their final storage; returns the file count."""
         raise NotImplementedError
 
-    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
-        """Relative paths of the job's output files, or ``None`` if there is no such dir."""
+    def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
+        """Relative paths of the job's output files, or ``None`` if there is no such dir;
+        ``plugin_output_dir``: where the jid's plugin job wrote, if it has one."""
         raise NotImplementedError
 
     def output_files(self, job: PluginJob) -> list[str]:

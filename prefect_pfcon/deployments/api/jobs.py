@@ -94,6 +94,10 @@ class JobService:
         waiting = self._publisher.waiting(step, jid)
         if waiting is not None:
             return waiting.placeholder(await self.runs.deployment(step))
+        refused = self._publisher.refused(step, jid)
+        if refused is not None:
+            request, state = refused
+            return request.placeholder(await self.runs.deployment(step), state)
         run = await self._current.newest(step, jid)
         return None if run is None or is_removed(run) else run
 
@@ -292,6 +296,7 @@ class JobService:
             return
         with anyio.fail_after(self.runs.deadline_seconds):
             await self._publisher.settled(step, jid)
+        self._publisher.forget_refused(step, jid)
         run = await self._current_run(step, jid)
         if run is not None:
             self._current.record(step, jid, await self.runs.remove(run))
@@ -306,8 +311,10 @@ class JobService:
     async def output_listing(self, jid: str, job_output_path: str) -> Answer:
         """GET pluginjobs/<jid>/file/ in-network: the output file list."""
         path = job_output_path.strip("/")
+        plugin = await self._current_run(JobStep.PLUGIN, jid)
+        plugin_output_dir = plugin.parameters.get("job", {}).get("output_dir") if plugin is not None else None
         try:
-            files = await to_thread.run_sync(self.storage.list_outputs, jid, path)
+            files = await to_thread.run_sync(self.storage.list_outputs, jid, path, plugin_output_dir)
         except UnsafePathError as exc:
             return error(400, f"job_output_path: {exc}")
         if files is None:
