@@ -28,7 +28,7 @@ from prefect_pfcon.deployments.api.status import (
 from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.outbox import RunRequest
 from prefect_pfcon.deployments.publisher import RunPublisher
-from prefect_pfcon.deployments.runs import JobRuns, is_removed
+from prefect_pfcon.deployments.runs import JobRuns, check_parameter_size, is_removed
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
 from prefect_pfcon.tasks.archives import BadArchive, iter_zip
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -152,7 +152,7 @@ class JobService:
             RunRequest(
                 step=step,
                 jid=job.jid,
-                parameters={"job": job.model_dump(mode="json"), **self._block_names_for(step)},
+                parameters=self._parameters(step, job),
                 extra_tags=[f"image:{image}", f"compute:{self.compute.container_env}"]
                 if step is JobStep.PLUGIN
                 else [],
@@ -160,6 +160,10 @@ class JobService:
             )
         )
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
+
+    def _parameters(self, step: JobStep, job: Any) -> dict[str, Any]:
+        """The parameters of the step's flow run."""
+        return {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
 
     def _block_names_for(self, step: JobStep) -> dict[str, str]:
         names = {"storage_block": self._block_names["storage"]}
@@ -201,6 +205,7 @@ class JobService:
         guard = await self._copy_guard(job.jid)
         if guard is not None:
             return guard
+        check_parameter_size(self._parameters(JobStep.PLUGIN, job))  # before unpacking anything
         try:
             data = await to_thread.run_sync(self.storage.plugin_data, job, data_file)
         except BadArchive as exc:
@@ -284,6 +289,7 @@ class JobService:
         if existing is not None:
             return Answer(201, {"compute": existing})
         if prepare is not None:
+            check_parameter_size(self._parameters(step, job))  # before preparing anything
             await prepare()
         image, cmd = step_identity(step)
         return Answer(201, {"compute": await self._schedule(step, job, image, cmd)})
