@@ -18,6 +18,8 @@ import pytest
 import requests
 from pfconclient.client import JobType
 
+from prefect_pfcon.tasks.trees import remove_tree
+
 from conftest import Service, _start_replica, _stop, raw, wait_status
 from fixtures_tree import make_fslink_fixture
 from test_fslink_lifecycle import copied_job, prefect_log_messages, prefect_runs, sh_plugin
@@ -123,15 +125,27 @@ def deep_path(root: Path) -> Path:
     return root.joinpath(*DEEP.split("/"), "leaf.txt")
 
 
-def test_a_deep_output_tree_lists_copies_and_is_removed(service):
+@pytest.fixture
+def deep_trees() -> Iterator[list[Path]]:
+    """Dirs holding deep trees, removed after the test (``Path.rglob`` in other tests
+    cannot walk them)."""
+    roots: list[Path] = []
+    yield roots
+    for root in roots:
+        remove_tree(root, ignore_errors=True)
+
+
+def test_a_deep_output_tree_lists_copies_and_is_removed(service, deep_trees):
     client = service.client()
     job, output_dir = copied_job(service)
+    deep_trees.append(service.store_base / output_dir)
     client.submit_job(JobType.PLUGIN, job, sh_plugin(output_dir, MAKE_DEEP + "; echo top > \"$2\"/top.txt"))
     assert wait_status(client, JobType.PLUGIN, job)["status"] == "finishedSuccessfully"
     listing = client.get_plugin_job_json_data(job, output_dir)["rel_file_paths"]
     assert sorted(listing) == sorted(["top.txt", f"{DEEP}/leaf.txt"])
 
     later = jid()  # a later job takes the deep output as its input
+    deep_trees.append(service.store_base / f"key-{later}")
     client.submit_job(JobType.COPY, later, {"input_dirs": [output_dir], "output_dir": f"home/alice/{later}"})
     assert wait_status(client, JobType.COPY, later)["status"] == "finishedSuccessfully"
     assert deep_path(service.store_base / f"key-{later}" / "incoming").read_text() == "leaf\n"
@@ -140,8 +154,9 @@ def test_a_deep_output_tree_lists_copies_and_is_removed(service):
     assert not (service.store_base / f"key-{later}").exists()
 
 
-def test_a_deep_output_tree_zips_and_is_removed(zipfile_service):
+def test_a_deep_output_tree_zips_and_is_removed(zipfile_service, deep_trees):
     job = jid()
+    deep_trees.append(zipfile_service.store_base / f"key-{job}")
     descriptors = zip_descriptors(entrypoint=["sh", "-c", MAKE_DEEP.replace("$2", "$4"), "sh"])
     response = raw(zipfile_service, "POST", "pluginjobs/", data={"jid": job, **descriptors},
                    files={"data_file": ("data.zip", make_zip({"a.txt": "a"}))})
@@ -158,8 +173,9 @@ def test_a_deep_output_tree_zips_and_is_removed(zipfile_service):
     assert not (zipfile_service.store_base / f"key-{job}").exists()
 
 
-def test_a_zip_with_only_a_deep_entry_unpacks(zipfile_service):
+def test_a_zip_with_only_a_deep_entry_unpacks(zipfile_service, deep_trees):
     job = jid()
+    deep_trees.append(zipfile_service.store_base / f"key-{job}")
     response = raw(zipfile_service, "POST", "pluginjobs/",
                    data={"jid": job, **zip_descriptors(entrypoint=["sh", "-c", "true", "sh"])},
                    files={"data_file": ("data.zip", make_zip({f"{DEEP}/leaf.txt": "leaf"}))})
