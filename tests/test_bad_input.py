@@ -135,6 +135,13 @@ def deep_trees() -> Iterator[list[Path]]:
         remove_tree(root, ignore_errors=True)
 
 
+def assert_delete_step_removes_key_dir(service: Service, job: str) -> None:
+    client = service.client()
+    client.submit_job(JobType.DELETE, job, {})
+    assert wait_status(client, JobType.DELETE, job)["status"] == "finishedSuccessfully"
+    assert not (service.store_base / f"key-{job}").exists()
+
+
 def test_a_deep_output_tree_lists_copies_and_is_removed(service, deep_trees):
     client = service.client()
     job, output_dir = copied_job(service)
@@ -149,9 +156,7 @@ def test_a_deep_output_tree_lists_copies_and_is_removed(service, deep_trees):
     client.submit_job(JobType.COPY, later, {"input_dirs": [output_dir], "output_dir": f"home/alice/{later}"})
     assert wait_status(client, JobType.COPY, later)["status"] == "finishedSuccessfully"
     assert deep_path(service.store_base / f"key-{later}" / "incoming").read_text() == "leaf\n"
-    client.submit_job(JobType.DELETE, later, {})
-    assert wait_status(client, JobType.DELETE, later)["status"] == "finishedSuccessfully"
-    assert not (service.store_base / f"key-{later}").exists()
+    assert_delete_step_removes_key_dir(service, later)
 
 
 def test_a_deep_output_tree_zips_and_is_removed(zipfile_service, deep_trees):
@@ -168,9 +173,7 @@ def test_a_deep_output_tree_zips_and_is_removed(zipfile_service, deep_trees):
     with zipfile.ZipFile(io.BytesIO(archive.content)) as outputs:
         assert outputs.namelist() == [f"{DEEP}/leaf.txt"]
         assert outputs.read(f"{DEEP}/leaf.txt") == b"leaf\n"
-    client.submit_job(JobType.DELETE, job, {})
-    assert wait_status(client, JobType.DELETE, job)["status"] == "finishedSuccessfully"
-    assert not (zipfile_service.store_base / f"key-{job}").exists()
+    assert_delete_step_removes_key_dir(zipfile_service, job)
 
 
 def test_a_zip_with_only_a_deep_entry_unpacks(zipfile_service, deep_trees):
