@@ -91,6 +91,9 @@ class PfconSettings(BaseSettings):
     pfcon_selector: str = Field("org.chrisproject.role=pfcon", validation_alias="PFCON_SELECTOR")
     kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
 
+    login_max_failures: int = Field(10, ge=1, validation_alias="PFCON_LOGIN_MAX_FAILURES")
+    login_window_seconds: float = Field(60.0, gt=0, validation_alias="PFCON_LOGIN_WINDOW_SECONDS")
+    header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PFCON_HEADER_TIMEOUT_SECONDS")
     prefect_deadline_seconds: float = Field(30.0, gt=0, validation_alias="PFCON_PREFECT_DEADLINE_SECONDS")
     janitor_seconds: float = Field(300.0, ge=0, validation_alias="PFCON_JANITOR_SECONDS")
     janitor_grace_seconds: float = Field(60.0, ge=0, validation_alias="PFCON_JANITOR_GRACE_SECONDS")

@@ -9,12 +9,12 @@ swift service talks to the real Swift the test command starts (ST_AUTH, ST_USER,
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import pytest
 import requests
 from pfconclient.client import Client
 
+from prefect_pfcon.tasks.trees import remove_tree
 from private_dockerd import PrivateDockerd
 
 TEST_SECRET = "test-secret-key-not-for-production"
@@ -32,6 +33,7 @@ SWIFT_TEST_CONTAINER = "pfcon-tests"
 SWARM_GPU = "h6-gpu-0"  # the one NVIDIA-GPU the test swarm's node advertises (a name, no device)
 ZIP_LIMIT_MB = 20
 UPLOAD_LIMIT_MB = 30
+SESSION_LABEL = f"org.test.session={uuid.uuid4().hex[:12]}"  # on the containers of this session's jobs
 
 
 def free_port() -> int:
@@ -82,7 +84,7 @@ def _start_service(
         "SECRET_KEY": TEST_SECRET,
         "PFCON_STORAGE_BLOCK": f"{name}-storage",
         "PFCON_COMPUTE_BLOCK": f"{name}-compute",
-        "JOB_LABELS": "org.test.suite=prefect-pfcon",
+        "JOB_LABELS": f"org.test.suite=prefect-pfcon,{SESSION_LABEL}",
         **env_extra,
     }
     command = [
@@ -124,6 +126,17 @@ def _stop(service: Service) -> None:
         service.process.kill()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def remove_session_containers() -> Iterator[None]:
+    """At the end, remove the containers this session's jobs left (only those: its label;
+    Kubernetes' own are its kubelet's to remove)."""
+    yield
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": SESSION_LABEL}):
+        if "io.kubernetes.pod.uid" not in container.labels:
+            container.remove(force=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     client = docker.from_env()
@@ -135,7 +148,7 @@ def docker_client() -> docker.DockerClient:
 def session_tmp() -> Iterator[Path]:
     # Not pytest's tmp_path: bind-mount sources must be real host paths the engine sees.
     base = Path(os.environ.get("PFCON_TEST_TMP", "/var/tmp/prefect-pfcon-tests"))
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base, ignore_errors=True)  # iterative: tests leave trees deeper than shutil can remove
     base.mkdir(parents=True)
     yield base
 

@@ -10,6 +10,7 @@ import uvicorn
 from prefect.client.orchestration import get_client
 
 from prefect_pfcon.deployments.api.app import API, create_app
+from prefect_pfcon.deployments.api.http_protocol import header_timeout_protocol
 from prefect_pfcon.deployments.registry import apply_deployments, save_blocks
 from prefect_pfcon.deployments.runner import EmbeddedRunner
 from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
@@ -46,7 +47,8 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
             app = create_app(settings, runner if embedded else None)
             api = uvicorn.Server(
                 uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                               timeout_keep_alive=KEEP_ALIVE_SECONDS)
+                               timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                               http=header_timeout_protocol(settings.header_timeout_seconds))
             )
             background = [asyncio.create_task(_announce_ready(settings, ui_url))]
             if embedded:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Scheduled
 
@@ -40,8 +40,10 @@ class RunRequest:
     key: UUID = field(default_factory=uuid4)
     accepted: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
-    def placeholder(self, deployment: DeploymentResponse) -> FlowRun:
-        """The run as the API shows it until Prefect has it: not started."""
+    def placeholder(self, deployment: DeploymentResponse, state: State | None = None) -> FlowRun:
+        """The run as the API shows it while Prefect does not have it: not started, or in
+        ``state`` (a final one: Prefect refused it)."""
+        state = state or Scheduled(message=WAITING_MESSAGE)
         return FlowRun(
             id=self.key,
             name=run_name_for(self.step, self.jid),
@@ -50,7 +52,8 @@ class RunRequest:
             parameters=self.parameters,
             tags=self.extra_tags,
             created=self.accepted,
-            state=Scheduled(message=WAITING_MESSAGE),
+            state=state,
+            end_time=state.timestamp if state.is_final() else None,
         )
 
     def to_json(self) -> str:

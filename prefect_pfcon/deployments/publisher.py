@@ -4,6 +4,11 @@ With an outbox (the embedded default: one process owns its runs), ``submit`` ret
 request is on disk, and the run is created in the background, retried until Prefect takes
 it, and handed to the runner. Without one (API replicas, runs on a work pool), ``submit``
 returns once the run exists.
+
+Prefect refusing a request itself (a 4xx: parameters it will never take, say) ends it: the
+request leaves the outbox and its job step reads as failed, with Prefect's reason, until the
+next request for it or a client DELETE. Parameters over Prefect's size limit are refused
+before anything is accepted.
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ import random
 from collections.abc import Callable
 
 from anyio import to_thread
-from prefect.client.schemas.objects import FlowRun
+from cachetools import LRUCache
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.states import Failed
 
 from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.outbox import Outbox, RunRequest
-from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.deployments.runs import JobRuns, RunRefused, check_parameter_size
 from prefect_pfcon.models import JobStep
 
 logger = logging.getLogger("prefect_pfcon.publisher")
 
 FIRST_RETRY_SECONDS = 0.5
 LAST_RETRY_SECONDS = 30.0
+REFUSALS_KEPT = 1000
 
 
 class RunPublisher:
@@ -43,6 +51,7 @@ class RunPublisher:
         self._hand_over = hand_over
         self._waiting: dict[tuple[JobStep, str], RunRequest] = {}
         self._published: dict[tuple[JobStep, str], asyncio.Event] = {}
+        self._refused: LRUCache[tuple[JobStep, str], tuple[RunRequest, State]] = LRUCache(REFUSALS_KEPT)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> int:
@@ -59,9 +68,23 @@ class RunPublisher:
         """The accepted request of (jid, step) whose run does not exist yet, if any."""
         return self._waiting.get((step, jid))
 
+    def refused(self, step: JobStep, jid: str) -> tuple[RunRequest, State] | None:
+        """The newest request of (jid, step) if Prefect refused it, and its failed state."""
+        return self._refused.get((step, jid))
+
+    def forget_refused(self, step: JobStep, jid: str) -> None:
+        """Drop the refused request of (jid, step), if any (a client DELETE)."""
+        self._refused.pop((step, jid), None)
+
     async def submit(self, request: RunRequest) -> None:
         """Accept ``request``: durably (with an outbox), else by creating its run now. A
-        request for a (jid, step) that already has one waiting is the same job step."""
+        request for a (jid, step) that already has one waiting is the same job step.
+
+        Raises ``ParametersTooLarge`` before accepting anything, and ``RunRefused`` (without
+        an outbox) when Prefect refuses the run.
+        """
+        check_parameter_size(request.parameters)
+        self.forget_refused(request.step, request.jid)
         if self._outbox is None:
             await self._create(request)
             return
@@ -105,6 +128,10 @@ class RunPublisher:
             try:
                 await self._create(request)
                 break
+            except RunRefused as exc:
+                logger.warning("Prefect refused the %s run of %s: %s", request.step.value, request.jid, exc)
+                self._refused[(request.step, request.jid)] = (request, Failed(message=str(exc)))
+                break
             except Exception as exc:
                 logger.warning("Could not create the %s run of %s yet (%s); retrying",
                                request.step.value, request.jid, exc or type(exc).__name__)
@@ -113,7 +140,7 @@ class RunPublisher:
         try:
             await to_thread.run_sync(outbox.remove, request.key)
         finally:
-            self._release(request)  # the run exists (a request left behind yields it again)
+            self._release(request)  # the run exists or never will (a request left behind yields it again)
 
     async def _create(self, request: RunRequest) -> None:
         run = await self._runs.create(

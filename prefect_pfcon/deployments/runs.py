@@ -15,6 +15,7 @@ from uuid import UUID
 
 import anyio
 import httpx
+from prefect._internal.schemas.validators import validate_parameter_size
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -29,7 +30,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, get_current_settings
 from prefect.states import Cancelled, Pending
 
 from prefect_pfcon.flows import STEP_FLOWS
@@ -59,6 +60,43 @@ def run_tags(step: JobStep, jid: str) -> list[str]:
 
 FIRST_RETRY_SECONDS = 0.02
 LAST_RETRY_SECONDS = 1.0
+NOT_REFUSALS = {401, 403, 408, 429}  # credentials, timeouts, rate limits: the server's, not the request's
+MAX_REFUSAL_CHARS = 500
+
+
+class ParametersTooLarge(ValueError):
+    """Parameters larger than the Prefect server accepts for a flow run."""
+
+
+class RunRefused(RuntimeError):
+    """Prefect refused to create a run because of the request itself: retrying cannot help."""
+
+
+def check_parameter_size(parameters: dict[str, Any]) -> None:
+    """Raise ``ParametersTooLarge`` for parameters over Prefect's flow-run limit
+    (``PREFECT_SERVER_API_MAX_PARAMETER_SIZE``, 512 KiB by default), measured as Prefect does."""
+    try:
+        validate_parameter_size(parameters, get_current_settings().server.api.max_parameter_size)
+    except ValueError as exc:
+        raise ParametersTooLarge(str(exc)) from exc
+
+
+def refusal(exc: httpx.HTTPStatusError) -> RunRefused | None:
+    """A 4xx answer to a creation as a readable ``RunRefused``; ``None`` for other answers."""
+    response = exc.response
+    if not 400 <= response.status_code < 500 or response.status_code in NOT_REFUSALS:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        detail = body["detail"]
+    elif isinstance(body, dict) and isinstance(body.get("exception_detail"), list):
+        detail = "; ".join(str(item.get("msg")) for item in body["exception_detail"] if isinstance(item, dict))
+    message = f"Prefect refused to create the run ({response.status_code}): {detail}"
+    return RunRefused(message[:MAX_REFUSAL_CHARS])
 
 
 def _retryable(exc: Exception) -> bool:
@@ -176,15 +214,23 @@ class JobRuns:
         pending: bool,
     ) -> FlowRun:
         """Create the step's run, Scheduled for a worker or ``pending`` for the embedded runner;
-        creations that follow the same newest run (``after``) yield one run."""
-        return await self._client.create_flow_run_from_deployment(
-            (await self.deployment(step)).id,
-            parameters=parameters,
-            name=run_name_for(step, jid),
-            tags=[*run_tags(step, jid), *extra_tags],
-            idempotency_key=f"pfcon:{step.value}:{jid}:after:{after or 'none'}",
-            state=Pending() if pending else None,
-        )
+        creations that follow the same newest run (``after``) yield one run. Raises
+        ``RunRefused`` when Prefect refuses the request itself (a 4xx)."""
+        deployment = await self.deployment(step)
+        try:
+            return await self._client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters=parameters,
+                name=run_name_for(step, jid),
+                tags=[*run_tags(step, jid), *extra_tags],
+                idempotency_key=f"pfcon:{step.value}:{jid}:after:{after or 'none'}",
+                state=Pending() if pending else None,
+            )
+        except httpx.HTTPStatusError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     @bounded
     async def remove(self, run: FlowRun) -> FlowRun:

@@ -11,6 +11,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from prefect_pfcon.tasks.paths import UnsafePathError, normalize_storage_path
+from prefect_pfcon.tasks.trees import walk
 
 
 def place_file(source: str | Path, destination: str | Path, hardlink: bool) -> None:
@@ -73,8 +74,7 @@ class StoreBaseFileSystem(DirFileSystem):
         found: list[str] = []
         if os.path.isfile(top):
             found.append(top)
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [name for name in dirnames if not os.path.islink(os.path.join(dirpath, name))]
+        for dirpath, dirnames, filenames in walk(top):
             if withdirs:
                 found.extend(os.path.join(dirpath, name) for name in dirnames)
             found.extend(

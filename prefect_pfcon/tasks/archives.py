@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import shutil
 import stat
@@ -11,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
+from prefect_pfcon.tasks.trees import make_dirs
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -54,15 +56,19 @@ def unpack_zip(source: BinaryIO, destination: Path, max_bytes: int) -> int:
             files = 0
             for info, name in entries:
                 target = destination.joinpath(*name.parts)
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
                 try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if info.is_dir():
+                        make_dirs(target)
+                        continue
+                    make_dirs(target.parent)
                     with archive.open(info) as member, target.open("wb") as out:
                         shutil.copyfileobj(member, out, CHUNK_BYTES)
                 except (IsADirectoryError, NotADirectoryError, FileExistsError) as error:
                     raise BadArchive(f"entry {info.filename!r} clashes with another entry") from error
+                except OSError as error:
+                    if error.errno != errno.ENAMETOOLONG:
+                        raise
+                    raise BadArchive(f"entry {info.filename!r}: name too long") from error
                 files += not name.name.endswith(CHRISLINK_SUFFIX)
             return files
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from prefect_pfcon.filesystems.storebase import place_file
 from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
 from prefect_pfcon.tasks.paths import UnsafePathError, is_within, normalize_storage_path
 from prefect_pfcon.tasks.transfer import download
+from prefect_pfcon.tasks.trees import copy_tree, remove_tree
 
 logger = logging.getLogger("prefect_pfcon.staging")
 
@@ -55,24 +56,37 @@ class _Collection:
     links: int = 0
 
     def collect(self, rel: str, visited: list[str]) -> None:
-        """Collect ``rel`` (a file or a tree), following links to new targets."""
+        """Collect ``rel`` (a file or a tree), following links to new targets (each target's
+        files right after its link, however long the chain)."""
+        pending = [self._found(rel)]
+        while pending:
+            path = next(pending[-1], None)
+            if path is None:
+                pending.pop()
+                continue
+            target = self._take(path, visited)
+            if target is not None:
+                pending.append(self._found(target))
+
+    def _found(self, rel: str) -> Iterator[str]:
         found = self.fs.find(rel)
         if not found:
             logger.warning("Skipping %s: no such file or directory", rel)
-        for path in found:
-            self._take(path, visited)
+        return iter(found)
 
-    def _take(self, rel: str, visited: list[str]) -> None:
+    def _take(self, rel: str, visited: list[str]) -> str | None:
+        """Record a file; a link's target if it is one not collected yet."""
         self.files[rel] = None
         if not rel.endswith(CHRISLINK_SUFFIX):
-            return
+            return None
         self.links += 1
         target = parse_link(self.fs.cat_file(rel))
         if (self.output_dir + "/").startswith(target.rstrip("/") + "/"):
             raise InvalidInputPath(target)
-        if not any(target.startswith(seen) for seen in visited):
-            visited.append(target)
-            self.collect(target, visited)
+        if any(target.startswith(seen) for seen in visited):
+            return None
+        visited.append(target)
+        return target
 
 
 def _incoming_name(rel: str, input_dir: str) -> str:
@@ -98,31 +112,39 @@ class _Expansion:
     links: int = 0
 
     def expand_tree(self, directory: Path) -> None:
-        """Expand every link under ``directory`` (entries snapshotted before changes)."""
-        with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-        for entry in entries:
-            if entry.is_symlink():
+        """Expand every link under ``directory``, depth first in name order, each directory's
+        entries snapshotted when it is entered; an expanded link's folder is entered next."""
+        pending = [_sorted_entries(directory)]
+        while pending:
+            entry = next(pending[-1], None)
+            if entry is None:
+                pending.pop()
+            elif entry.is_symlink():
                 continue
-            if entry.is_dir():
-                self.expand_tree(Path(entry.path))
+            elif entry.is_dir():
+                pending.append(_sorted_entries(Path(entry.path)))
             elif entry.name.endswith(CHRISLINK_SUFFIX) and os.path.exists(entry.path):
-                self._expand_link(Path(entry.path))
+                folder = self._expand_link(Path(entry.path))
+                if folder is not None:
+                    pending.append(_sorted_entries(folder))
 
-    def _expand_link(self, link: Path) -> None:
+    def _expand_link(self, link: Path) -> Path | None:
+        """Replace ``link`` by a copy of its target; the new folder, if one was made."""
+        folder = None
         if not any(is_within(source, link) for source in self.expanded_sources):
             target = parse_link(link.read_bytes())
             source = self._inside_incoming(target)
             if source.is_file():
                 target, source = os.path.dirname(target), source.parent
-            folder = link.parent / target.replace("/", "_")
-            if not folder.exists() and source.is_dir():
-                shutil.copytree(source, folder, copy_function=_link_or_copy, symlinks=True)
+            candidate = link.parent / target.replace("/", "_")
+            if not candidate.exists() and source.is_dir():
+                copy_tree(source, candidate, _link_or_copy)
                 self.expanded_sources.append(source)
-                self.expand_tree(folder)
+                folder = candidate
             self.linked_paths.append(target)
         link.unlink()
         self.links += 1
+        return folder
 
     def _inside_incoming(self, target: str) -> Path:
         path = Path(os.path.realpath(self.incoming / target))
@@ -135,7 +157,12 @@ class _Expansion:
         for target in self.linked_paths:
             top = target.split("/", 1)[0]
             if top and top not in self.linked_paths:
-                shutil.rmtree(self.incoming / top, ignore_errors=True)
+                remove_tree(self.incoming / top, ignore_errors=True)
+
+
+def _sorted_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(directory) as scan:
+        return iter(sorted(scan, key=lambda entry: entry.name))
 
 
 def _link_or_copy(source: str, destination: str) -> None:

@@ -8,6 +8,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from fsspec.spec import AbstractFileSystem
 
+from prefect_pfcon.tasks.trees import make_dirs
+
 FileCopy = Callable[[str, str], object]
 BATCH_FILES = 64
 
@@ -46,7 +48,7 @@ def download(fs: AbstractFileSystem, pairs: Sequence[tuple[str, str]], workers: 
     and more threads only contend for the interpreter.
     """
     for parent in {os.path.dirname(destination) for _, destination in pairs}:
-        os.makedirs(parent, exist_ok=True)
+        make_dirs(parent)
     if getattr(fs, "local_file", False):
         workers = min(workers, os.cpu_count() or 1)
     return transfer(fs.get_file, pairs, workers)

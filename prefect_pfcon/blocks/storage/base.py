@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from abc import ABC
 from datetime import datetime
@@ -19,6 +18,7 @@ from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
 from prefect_pfcon.tasks.chrislink import stage_inputs
 from prefect_pfcon.tasks.outputs import list_output_files
 from prefect_pfcon.tasks.paths import UnsafePathError, resolve_in_store
+from prefect_pfcon.tasks.trees import remove_tree
 
 
 class UnsafeJobIdError(UnsafePathError):
@@ -131,7 +131,7 @@ class StorageBlock(Block, ABC):
     def stage_in(self, job: CopyJob) -> int:
         """Fill a fresh ``key-<jid>/incoming`` from the input dirs (links resolved); pfcon's
         nfiles. A copy that runs again (a retry) starts from an empty dir."""
-        shutil.rmtree(self.incoming(job.jid), ignore_errors=True)
+        remove_tree(self.incoming(job.jid), ignore_errors=True)
         return stage_inputs(
             self.filesystem(),
             job.input_dirs,
@@ -144,8 +144,9 @@ class StorageBlock(Block, ABC):
         """Push the job's outputs to their final storage; returns the file count."""
         raise NotImplementedError
 
-    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
-        """Relative paths of the job's output files, or ``None`` if there is no such dir."""
+    def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
+        """Relative paths of the job's output files, or ``None`` if there is no such dir;
+        ``plugin_output_dir``: where the jid's plugin job wrote, if it has one."""
         raise NotImplementedError
 
     def output_files(self, job: PluginJob) -> list[str]:
@@ -180,7 +181,7 @@ class StorageBlock(Block, ABC):
         if key_dir.is_symlink():
             key_dir.unlink()
         elif key_dir.exists():
-            shutil.rmtree(key_dir)
+            remove_tree(key_dir)
 
 
 def local_timestamp() -> str:

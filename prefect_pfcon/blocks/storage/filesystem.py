@@ -37,7 +37,7 @@ class FilesystemStorage(StorageBlock):
             "path": str(input_dir),
         }
 
-    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
+    def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
         output_dir = self.resolve(job_output_path)
         if not output_dir.is_dir():
             return None

@@ -37,8 +37,11 @@ class FSLinkStorage(StorageBlock):
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:
         return PluginMounts(self.incoming(job.jid), self.resolve(job.output_dir or ""))
 
-    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
+    def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
+        """The listing; ``.chrislink`` files are removed (as pfcon does) only from the output
+        dir the jid's plugin wrote, never from another dir a client names."""
         output_dir = self.resolve(job_output_path)
         if not output_dir.is_dir():
             return None
-        return list_output_files(output_dir, skip_chrislinks=True, delete_chrislinks=True)
+        own = plugin_output_dir is not None and self.resolve(plugin_output_dir) == output_dir
+        return list_output_files(output_dir, skip_chrislinks=True, delete_chrislinks=own)

@@ -83,7 +83,7 @@ class SwiftStorage(StorageBlock):
         ]
         return upload(objects, pairs, self.transfer_workers)
 
-    def list_outputs(self, jid: str, job_output_path: str) -> list[str] | None:
+    def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
         outgoing = self.outgoing(jid)
         outgoing.mkdir(parents=True, exist_ok=True)
         return list_output_files(outgoing, skip_chrislinks=True)

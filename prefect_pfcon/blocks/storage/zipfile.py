@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Any, BinaryIO, ClassVar
 
 from pydantic import Field
@@ -11,6 +10,7 @@ from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, local_
 from prefect_pfcon.models import PluginJob
 from prefect_pfcon.tasks.archives import unpack_zip
 from prefect_pfcon.tasks.chrislink import expand_links
+from prefect_pfcon.tasks.trees import remove_tree
 
 MIB = 1024 * 1024
 
@@ -44,7 +44,7 @@ class ZipfileStorage(StorageBlock):
             raise ValueError("zipfile storage needs the inputs as data_file")
         incoming = self.incoming(job.jid)
         for stale in (incoming, self.outgoing(job.jid)):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_tree(stale, ignore_errors=True)
         incoming.mkdir(parents=True)
         nfiles = unpack_zip(data_file, incoming, self.max_unpacked_mb * MIB)
         expand_links(incoming)

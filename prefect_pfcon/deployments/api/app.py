@@ -29,17 +29,19 @@ from prefect_pfcon.deployments.api.forms import (
     UPLOAD_FIELDS,
     FormErrors,
     FormField,
+    is_valid_jid,
     parse_form,
 )
 from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
-from prefect_pfcon.deployments.api.limits import BodySizeLimit
+from prefect_pfcon.deployments.api.limits import TOO_LARGE, BodySizeLimit
+from prefect_pfcon.deployments.api.login_limit import LoginThrottle
 from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.event_stream import follow_block_edits, follow_step_runs
 from prefect_pfcon.deployments.janitor import Janitor
 from prefect_pfcon.deployments.outbox import Outbox
 from prefect_pfcon.deployments.publisher import RunPublisher
 from prefect_pfcon.deployments.runner import EmbeddedRunner
-from prefect_pfcon.deployments.runs import JobRuns
+from prefect_pfcon.deployments.runs import JobRuns, ParametersTooLarge, RunRefused
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.settings import PfconSettings
 
@@ -91,6 +93,7 @@ def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) ->
     pool, before answering.
     """
     auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
+    throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,7 +142,7 @@ def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) ->
         max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
     )
     _add_error_handlers(app)
-    _add_public_routes(app, auth)
+    _add_public_routes(app, auth, throttle)
     for step in JobStep:
         _add_step_routes(app, step, auth)
     _add_file_route(app, auth)
@@ -150,7 +153,7 @@ def _jobs(request: Request) -> JobService:
     return request.app.state.jobs
 
 
-def _add_public_routes(app: FastAPI, auth: Authenticator) -> None:
+def _add_public_routes(app: FastAPI, auth: Authenticator, throttle: LoginThrottle) -> None:
     @app.get(f"{API}/health/")
     async def health() -> dict[str, str]:
         """Liveness: ``{"health": "OK"}``."""
@@ -158,18 +161,25 @@ def _add_public_routes(app: FastAPI, auth: Authenticator) -> None:
 
     @app.post(f"{API}/auth-token/")
     async def auth_token(request: Request) -> JSONResponse:
-        """Exchange the pfcon user's JSON credentials for a JWT."""
+        """Exchange the pfcon user's JSON credentials for a JWT (failures limited per address)."""
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return answer(error(415, JSON_ONLY))
         try:
             body = json.loads(await request.body())
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             return answer(error(400, f"Failed to decode JSON object: {exc}"))
         body = body if isinstance(body, dict) else {}
         missing = {key: MISSING_JSON for key in ("pfcon_user", "pfcon_password") if key not in body}
         if missing:
             return answer(error(400, missing))
+        address = request.client.host if request.client else ""
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            response = answer(error(429, f"Too many failed logins; try again in {wait} seconds."))
+            response.headers["Retry-After"] = str(wait)
+            return response
         if not auth.credentials_match(str(body["pfcon_user"]), str(body["pfcon_password"])):
+            throttle.failed(address)
             return answer(error(400, "Unable to log in with provided credentials."))
         return JSONResponse({"token": auth.issue_token()})
 
@@ -204,7 +214,7 @@ def _add_step_routes(app: FastAPI, step: JobStep, auth: Authenticator) -> None:
     @app.get(base + "{jid}/", dependencies=[Depends(auth)], name=f"{step.value}-status")
     async def job_status(request: Request, jid: str) -> JSONResponse:
         """The job's status and log tail."""
-        compute = await _jobs(request).status(step, jid)
+        compute = await _jobs(request).status(step, jid) if is_valid_jid(jid) else None
         if compute is None:
             return answer(error(404, f"No {step.label} job found with jid {jid!r}"))
         return JSONResponse({"compute": compute})
@@ -212,7 +222,8 @@ def _add_step_routes(app: FastAPI, step: JobStep, auth: Authenticator) -> None:
     @app.delete(base + "{jid}/", dependencies=[Depends(auth)], name=f"{step.value}-remove")
     async def remove_job(request: Request, jid: str) -> Response:
         """Stop and forget the job; data is never touched. Always 204."""
-        await _jobs(request).remove(step, jid)
+        if is_valid_jid(jid):
+            await _jobs(request).remove(step, jid)
         return Response(status_code=204, media_type="application/json")  # pfcon's header
 
 
@@ -229,6 +240,8 @@ def _add_file_route(app: FastAPI, auth: Authenticator) -> None:
         or a zip of ``key-<jid>/outgoing`` (zipfile; swift without the query)."""
         jobs = _jobs(request)
         job_output_path = request.query_params.get("job_output_path")
+        if not is_valid_jid(jid):  # no such job (nor a file name to give)
+            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
         if job_output_path is not None and jobs.storage.innetwork:
             return _attachment(answer(await jobs.output_listing(jid, job_output_path)), f"{jid}.json")
         if not jobs.storage.zips_outputs:
@@ -258,6 +271,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FormErrors)
     async def form_error(request: Request, exc: FormErrors) -> Response:
         return answer(error(400, exc.errors))
+
+    @app.exception_handler(ParametersTooLarge)
+    async def too_large(request: Request, exc: ParametersTooLarge) -> Response:
+        return answer(error(413, TOO_LARGE))
+
+    @app.exception_handler(RunRefused)
+    async def run_refused(request: Request, exc: RunRefused) -> Response:
+        return answer(error(400, str(exc)))
 
     @app.exception_handler(httpx.HTTPError)
     async def prefect_unavailable(request: Request, exc: httpx.HTTPError) -> Response:

@@ -11,13 +11,21 @@ from starlette.datastructures import FormData, UploadFile
 
 MISSING = "Missing required parameter in the post body"
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_JID_LENGTH = 63  # the shortest name limit of the backends (Docker, Slurm, Kubernetes)
+
+
+def is_valid_jid(jid: str) -> bool:
+    """Whether ``jid`` can name a job: ASCII letters, digits, ``_.-``, at most 63 characters."""
+    return len(jid) <= MAX_JID_LENGTH and JID_PATTERN.fullmatch(jid) is not None
 
 
 def job_id(value: str) -> str:
     """A jid with its leading ``/`` stripped; it must be usable as a container name."""
     jid = value.lstrip("/")
-    if not JID_PATTERN.fullmatch(jid):
-        raise ValueError(f"{value!r} is not a valid job id (letters, digits, '_', '.', '-')")
+    if not is_valid_jid(jid):
+        raise ValueError(
+            f"{value!r} is not a valid job id (at most {MAX_JID_LENGTH} letters, digits, '_', '.', '-')"
+        )
     return jid
 
 

@@ -28,7 +28,7 @@ from prefect_pfcon.deployments.api.status import (
 from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.outbox import RunRequest
 from prefect_pfcon.deployments.publisher import RunPublisher
-from prefect_pfcon.deployments.runs import JobRuns, is_removed
+from prefect_pfcon.deployments.runs import JobRuns, check_parameter_size, is_removed
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
 from prefect_pfcon.tasks.archives import BadArchive, iter_zip
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -94,6 +94,10 @@ class JobService:
         waiting = self._publisher.waiting(step, jid)
         if waiting is not None:
             return waiting.placeholder(await self.runs.deployment(step))
+        refused = self._publisher.refused(step, jid)
+        if refused is not None:
+            request, state = refused
+            return request.placeholder(await self.runs.deployment(step), state)
         run = await self._current.newest(step, jid)
         return None if run is None or is_removed(run) else run
 
@@ -148,7 +152,7 @@ class JobService:
             RunRequest(
                 step=step,
                 jid=job.jid,
-                parameters={"job": job.model_dump(mode="json"), **self._block_names_for(step)},
+                parameters=self._parameters(step, job),
                 extra_tags=[f"image:{image}", f"compute:{self.compute.container_env}"]
                 if step is JobStep.PLUGIN
                 else [],
@@ -156,6 +160,10 @@ class JobService:
             )
         )
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
+
+    def _parameters(self, step: JobStep, job: Any) -> dict[str, Any]:
+        """The parameters of the step's flow run."""
+        return {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
 
     def _block_names_for(self, step: JobStep) -> dict[str, str]:
         names = {"storage_block": self._block_names["storage"]}
@@ -197,6 +205,7 @@ class JobService:
         guard = await self._copy_guard(job.jid)
         if guard is not None:
             return guard
+        check_parameter_size(self._parameters(JobStep.PLUGIN, job))  # before unpacking anything
         try:
             data = await to_thread.run_sync(self.storage.plugin_data, job, data_file)
         except BadArchive as exc:
@@ -280,6 +289,7 @@ class JobService:
         if existing is not None:
             return Answer(201, {"compute": existing})
         if prepare is not None:
+            check_parameter_size(self._parameters(step, job))  # before preparing anything
             await prepare()
         image, cmd = step_identity(step)
         return Answer(201, {"compute": await self._schedule(step, job, image, cmd)})
@@ -292,6 +302,7 @@ class JobService:
             return
         with anyio.fail_after(self.runs.deadline_seconds):
             await self._publisher.settled(step, jid)
+        self._publisher.forget_refused(step, jid)
         run = await self._current_run(step, jid)
         if run is not None:
             self._current.record(step, jid, await self.runs.remove(run))
@@ -306,8 +317,10 @@ class JobService:
     async def output_listing(self, jid: str, job_output_path: str) -> Answer:
         """GET pluginjobs/<jid>/file/ in-network: the output file list."""
         path = job_output_path.strip("/")
+        plugin = await self._current_run(JobStep.PLUGIN, jid)
+        plugin_output_dir = plugin.parameters.get("job", {}).get("output_dir") if plugin is not None else None
         try:
-            files = await to_thread.run_sync(self.storage.list_outputs, jid, path)
+            files = await to_thread.run_sync(self.storage.list_outputs, jid, path, plugin_output_dir)
         except UnsafePathError as exc:
             return error(400, f"job_output_path: {exc}")
         if files is None:
