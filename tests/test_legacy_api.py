@@ -189,9 +189,9 @@ def test_delete_stops_a_running_job(fslink_service: Service, docker_client):
 
 @pytest.fixture(scope="module")
 def impatient_service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
-    """fslink with legacy requests waiting at most 10 ms for a step (the storeBase shared)."""
+    """fslink with legacy requests waiting at most 10 ms for a step."""
     service = _start_replica(session_tmp, fslink_service, "fslink", {"PFCON_LEGACY_WAIT_SECONDS": "0.01"},
-                             name="h7-impatient", store_base=fslink_service.store_base)
+                             name="h7-impatient")
     yield service
     _stop(service)
 
