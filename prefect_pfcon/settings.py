@@ -72,6 +72,7 @@ class PfconSettings(BaseSettings):
     job_logs_tail: int = Field(1000, validation_alias="JOB_LOGS_TAIL")
     ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
     remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
+    legacy_wait_seconds: float = Field(600, gt=0, validation_alias="PFCON_LEGACY_WAIT_SECONDS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
     swarm_gpu_resource: str = Field("NVIDIA-GPU", validation_alias="PFCON_SWARM_GPU_RESOURCE")
 

@@ -16,7 +16,7 @@ from pydantic import Field
 from prefect_pfcon.filesystems.storebase import StoreBaseFileSystem
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
 from prefect_pfcon.tasks.chrislink import stage_inputs
-from prefect_pfcon.tasks.outputs import list_output_files
+from prefect_pfcon.tasks.outputs import count_files, list_output_files
 from prefect_pfcon.tasks.paths import UnsafePathError, resolve_in_store
 from prefect_pfcon.tasks.trees import remove_tree
 
@@ -119,6 +119,11 @@ class StorageBlock(Block, ABC):
         """The directories mounted at ``/share/incoming`` and ``/share/outgoing``."""
         raise NotImplementedError
 
+    def staged_data(self, jid: str) -> dict[str, Any]:
+        """The ``data`` object for the inputs a copy step staged in ``key-<jid>/incoming``."""
+        incoming = self.incoming(jid)
+        return data_object(jid, count_files(incoming) if incoming.is_dir() else 0, incoming)
+
     def prepare_copy(self, job: CopyJob) -> None:
         """Synchronous part of a copy POST: create the key dir, as pfcon does."""
         self.key_dir(job.jid).mkdir(parents=True, exist_ok=True)
@@ -187,3 +192,8 @@ class StorageBlock(Block, ABC):
 def local_timestamp() -> str:
     """pfcon's ``data.timestamp`` format: local time ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     return str(datetime.now())
+
+
+def data_object(jid: str, nfiles: int, path: Path) -> dict[str, Any]:
+    """The ``data`` object of a plugin POST that staged ``nfiles`` inputs in ``path``."""
+    return {"jid": jid, "nfiles": nfiles, "timestamp": local_timestamp(), "path": str(path)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, ClassVar
 
-from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, local_timestamp
+from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, data_object
 from prefect_pfcon.models import PluginJob
 from prefect_pfcon.tasks.outputs import count_files, list_output_files
 
@@ -30,12 +30,7 @@ class FilesystemStorage(StorageBlock):
 
     def plugin_data(self, job: PluginJob, data_file: BinaryIO | None) -> dict[str, Any]:
         input_dir = self.resolve(job.input_dirs[0])
-        return {
-            "jid": job.jid,
-            "nfiles": count_files(input_dir),
-            "timestamp": local_timestamp(),
-            "path": str(input_dir),
-        }
+        return data_object(job.jid, count_files(input_dir), input_dir)
 
     def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
         output_dir = self.resolve(job_output_path)

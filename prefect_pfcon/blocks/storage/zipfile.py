@@ -6,7 +6,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from pydantic import Field
 
-from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, local_timestamp
+from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, data_object
 from prefect_pfcon.models import PluginJob
 from prefect_pfcon.tasks.archives import unpack_zip
 from prefect_pfcon.tasks.chrislink import expand_links
@@ -48,4 +48,4 @@ class ZipfileStorage(StorageBlock):
         incoming.mkdir(parents=True)
         nfiles = unpack_zip(data_file, incoming, self.max_unpacked_mb * MIB)
         expand_links(incoming)
-        return {"jid": job.jid, "nfiles": nfiles, "timestamp": local_timestamp(), "path": str(incoming)}
+        return data_object(job.jid, nfiles, incoming)

@@ -146,6 +146,9 @@ def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) ->
     for step in JobStep:
         _add_step_routes(app, step, auth)
     _add_file_route(app, auth)
+    from prefect_pfcon.deployments.api.legacy import legacy_router  # it builds on this module
+
+    app.include_router(legacy_router(auth, settings.legacy_wait_seconds))
     return app
 
 
@@ -236,20 +239,23 @@ def _data_file(form: FormData) -> BinaryIO | None:
 def _add_file_route(app: FastAPI, auth: Authenticator) -> None:
     @app.get(f"{API}/pluginjobs/{{jid}}/file/", dependencies=[Depends(auth)])
     async def job_files(request: Request, jid: str) -> Response:
-        """The plugin's outputs: a JSON file list (in-network with ``job_output_path``)
-        or a zip of ``key-<jid>/outgoing`` (zipfile; swift without the query)."""
-        jobs = _jobs(request)
-        job_output_path = request.query_params.get("job_output_path")
-        if not is_valid_jid(jid):  # no such job (nor a file name to give)
-            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
-        if job_output_path is not None and jobs.storage.innetwork:
-            return _attachment(answer(await jobs.output_listing(jid, job_output_path)), f"{jid}.json")
-        if not jobs.storage.zips_outputs:
-            return answer(error(400, "job_output_path: query parameter is required"))
-        archive = await jobs.output_archive(jid)
-        if archive is None:
-            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
-        return _attachment(StreamingResponse(archive, media_type="application/zip"), f"{jid}.zip")
+        """The plugin's outputs (``output_files``)."""
+        return await output_files(_jobs(request), jid, request.query_params.get("job_output_path"))
+
+
+async def output_files(jobs: JobService, jid: str, job_output_path: str | None) -> Response:
+    """The plugin's outputs: a JSON file list (in-network with ``job_output_path``)
+    or a zip of ``key-<jid>/outgoing`` (zipfile; swift without the query)."""
+    if not is_valid_jid(jid):  # no such job (nor a file name to give)
+        return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
+    if job_output_path is not None and jobs.storage.innetwork:
+        return _attachment(answer(await jobs.output_listing(jid, job_output_path)), f"{jid}.json")
+    if not jobs.storage.zips_outputs:
+        return answer(error(400, "job_output_path: query parameter is required"))
+    archive = await jobs.output_archive(jid)
+    if archive is None:
+        return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
+    return _attachment(StreamingResponse(archive, media_type="application/zip"), f"{jid}.zip")
 
 
 def _attachment(response: Response, filename: str) -> Response:

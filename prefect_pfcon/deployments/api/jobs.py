@@ -39,6 +39,7 @@ BAD_REQUEST_TEXT = (
     "The browser (or proxy) sent a request that this server could not understand."
 )
 LOGS_SETTLED = timedelta(seconds=2)  # Prefect ships log lines every 0.5 s (the embedded default)
+FIRST_POLL_SECONDS, LAST_POLL_SECONDS = 0.05, 0.5  # how often run_step looks at its job
 
 
 def logs_settled(run: FlowRun) -> bool:
@@ -184,21 +185,9 @@ class JobService:
     async def submit_plugin(self, values: dict[str, Any], data_file: BinaryIO | None = None) -> Answer:
         """POST pluginjobs/ (``data_file``: the zip of the inputs, out of network)."""
         job = PluginJob(**values)
-        mode_error = self.storage.plugin_post_error(job)
-        if mode_error:
-            return error(400, mode_error)
-        if self.storage.requires_data_file and data_file is None:
-            return error(400, BAD_REQUEST_TEXT)
-        if any("=" not in entry for entry in job.env):
-            return error(400, ENV_ERROR)
-        compute_error = self.compute.plugin_post_error(job)
-        if compute_error:
-            return error(400, compute_error)
-        path_error = self._path_error("input_dirs", *job.input_dirs) or self._path_error(
-            "output_dir", *([job.output_dir] if job.output_dir else [])
-        )
-        if path_error:
-            return path_error
+        invalid = self.plugin_request_error(job, data_file)
+        if invalid is not None:
+            return invalid
         existing = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
         if existing is not None:
             return Answer(201, {"data": {}, "compute": existing})
@@ -213,6 +202,22 @@ class JobService:
         cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
         compute = await self._schedule(JobStep.PLUGIN, job, job.image, cmd)
         return Answer(201, {"data": data, "compute": compute})
+
+    def plugin_request_error(self, job: PluginJob, data_file: BinaryIO | None) -> Answer | None:
+        """pfcon's checks of a plugin request, in its order: the 400, or ``None`` if it passes."""
+        mode_error = self.storage.plugin_post_error(job)
+        if mode_error:
+            return error(400, mode_error)
+        if self.storage.requires_data_file and data_file is None:
+            return error(400, BAD_REQUEST_TEXT)
+        if any("=" not in entry for entry in job.env):
+            return error(400, ENV_ERROR)
+        compute_error = self.compute.plugin_post_error(job)
+        if compute_error:
+            return error(400, compute_error)
+        return self._path_error("input_dirs", *job.input_dirs) or self._path_error(
+            "output_dir", *([job.output_dir] if job.output_dir else [])
+        )
 
     async def _copy_guard(self, jid: str) -> Answer | None:
         if not (self.storage.innetwork and self.storage.requires_copy_job):
@@ -293,6 +298,28 @@ class JobService:
             await prepare()
         image, cmd = step_identity(step)
         return Answer(201, {"compute": await self._schedule(step, job, image, cmd)})
+
+    async def run_step(self, step: JobStep, values: dict[str, Any], deadline_seconds: float) -> Answer:
+        """POST a copy, upload or delete step and wait until its job ends, for requests that
+        do a step's work before answering (the legacy API): the POST's answer unless 201,
+        else 201 with the job's final ``compute`` object (no logs); 503 while it still runs
+        at the deadline."""
+        submit = {JobStep.COPY: self.submit_copy, JobStep.UPLOAD: self.submit_upload,
+                  JobStep.DELETE: self.submit_delete}[step]
+        submitted = await submit(values)
+        if submitted.status_code != 201:
+            return submitted
+        compute: dict[str, str] | None = submitted.body["compute"]
+        pause = FIRST_POLL_SECONDS
+        with anyio.move_on_after(deadline_seconds):
+            while compute is not None and JobStatus(compute["status"]).is_active:
+                await anyio.sleep(pause)
+                pause = min(2 * pause, LAST_POLL_SECONDS)
+                compute = await self.status(step, submitted.body["compute"]["jid"], with_logs=False)
+            if compute is None:
+                return error(409, f"The {step.label} job was removed before it ended.")
+            return Answer(201, {"compute": compute})
+        return error(503, f"The {step.label} job did not end within {deadline_seconds:g} s; try again.")
 
     # ----- removal and outputs -----------------------------------------------------------
 
