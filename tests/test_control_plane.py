@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import requests
 from pfconclient.client import JobType
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -41,30 +40,27 @@ def ui_origin(service: Service) -> str:
 
 
 def test_prefect_api_answers_only_with_the_credentials(fslink_service: Service):
-    api = fslink_service.prefect_api_url
+    prefect = fslink_service.prefect
     for auth in (None, ("pfcon-tests", "wrong"), ("admin", "")):
-        assert requests.post(api + "/flow_runs/filter", json={}, auth=auth, timeout=30).status_code == 401
-    assert fslink_service.prefect("post", "/flow_runs/filter", json={}).status_code == 200
+        assert prefect("post", "/flow_runs/filter", json={}, auth=auth).status_code == 401
+    assert prefect("post", "/flow_runs/filter", json={}).status_code == 200
     # a secret block field cannot be read
-    documents = fslink_service.prefect("post", "/block_documents/filter", json={}).json()
+    documents = prefect("post", "/block_documents/filter", json={}).json()
     storage = next(document for document in documents if document["name"] == "fslink-storage")
     document = f"/block_documents/{storage['id']}"
-    assert requests.get(api + document, params={"include_secrets": "true"}, timeout=30).status_code == 401
-    assert fslink_service.prefect("get", document).status_code == 200
+    assert prefect("get", document, params={"include_secrets": "true"}, auth=None).status_code == 401
+    assert prefect("get", document).status_code == 200
     # nor a storage block on "/" saved
     name = f"h1-root-{uuid.uuid4().hex[:8]}"
     rooted = {"name": name, "block_type_id": storage["block_type_id"], "block_schema_id": storage["block_schema_id"],
               "data": {**storage["data"], "store_base": "/"}}
-    assert requests.post(api + "/block_documents/", json=rooted, timeout=30).status_code == 401
-    found = fslink_service.prefect("post", "/block_documents/filter",
-                                   json={"block_documents": {"name": {"any_": [name]}}}).json()
-    assert found == []
+    assert prefect("post", "/block_documents/", json=rooted, auth=None).status_code == 401
+    assert prefect("post", "/block_documents/filter", json={"block_documents": {"name": {"any_": [name]}}}).json() == []
     # nor a run created for the runner to execute
-    deployment = fslink_service.prefect("get", "/deployments/name/pfcon-plugin/pfcon").json()
-    created = requests.post(api + f"/deployments/{deployment['id']}/create_flow_run", json={}, timeout=30)
-    assert created.status_code == 401
+    deployment = prefect("get", "/deployments/name/pfcon-plugin/pfcon").json()
+    assert prefect("post", f"/deployments/{deployment['id']}/create_flow_run", json={}, auth=None).status_code == 401
     # health stays open: `up` and probes wait on it
-    assert requests.get(api + "/health", timeout=30).status_code == 200
+    assert prefect("get", "/health", auth=None).status_code == 200
 
 
 def test_event_stream_answers_only_with_the_credentials(fslink_service: Service):
@@ -80,20 +76,20 @@ def test_event_stream_answers_only_with_the_credentials(fslink_service: Service)
 
 
 def test_cors_grants_only_the_prefect_ui_origin(fslink_service: Service):
-    api = fslink_service.prefect_api_url
+    prefect = fslink_service.prefect
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
     for origin in FOREIGN_ORIGINS:
         answers = [
-            requests.options(api + "/flow_runs/filter", headers={"Origin": origin, **preflight}, timeout=30),
-            requests.get(api + "/health", headers={"Origin": origin}, timeout=30),
-            fslink_service.prefect("post", "/flow_runs/filter", json={}, headers={"Origin": origin}),
+            prefect("options", "/flow_runs/filter", headers={"Origin": origin, **preflight}, auth=None),
+            prefect("get", "/health", headers={"Origin": origin}, auth=None),
+            prefect("post", "/flow_runs/filter", json={}, headers={"Origin": origin}),
         ]
         assert [answer.headers.get("access-control-allow-origin") for answer in answers] == [None] * 3, origin
         assert answers[0].status_code == 400 and answers[2].status_code == 200
     own = ui_origin(fslink_service)
-    granted = requests.options(api + "/flow_runs/filter", headers={"Origin": own, **preflight}, timeout=30)
+    granted = prefect("options", "/flow_runs/filter", headers={"Origin": own, **preflight}, auth=None)
     assert granted.status_code == 200 and granted.headers["access-control-allow-origin"] == own
-    read = fslink_service.prefect("post", "/flow_runs/filter", json={}, headers={"Origin": own})
+    read = prefect("post", "/flow_runs/filter", json={}, headers={"Origin": own})
     assert read.headers["access-control-allow-origin"] == own
 
 
@@ -157,7 +153,7 @@ def test_own_server_keeps_private_secrets_and_stops_on_one_sigterm(session_tmp: 
         assert re.fullmatch(r"admin:[A-Za-z0-9_-]{40,}", secrets_made["prefect-auth"])
         assert [path.name for path in state_dir.iterdir() if path.name.startswith(".")] == []
         assert service.prefect_auth == secrets_made["prefect-auth"]
-        assert requests.post(service.prefect_api_url + "/flow_runs/filter", json={}, timeout=30).status_code == 401
+        assert service.prefect("post", "/flow_runs/filter", json={}, auth=None).status_code == 401
         assert service.prefect("post", "/flow_runs/filter", json={}).status_code == 200
 
         make_fslink_fixture(service.store_base)

@@ -7,8 +7,8 @@ import logging
 
 import httpx
 import uvicorn
-from prefect.client.orchestration import get_client
 from prefect._internal.concurrency.services import QueueService
+from prefect.client.orchestration import get_client
 
 from prefect_pfcon.deployments.api.app import API, create_app
 from prefect_pfcon.deployments.registry import apply_deployments, save_blocks
