@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
+from prefect_pfcon.state_dir import private_dir
 
 DEFAULT_PREFECT_PORT = 4200
 
@@ -42,10 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare_prefect_env(prefect_port: int, state_dir: Path) -> str | None:
+def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | None:
     """Point Prefect at the local server unless ``PREFECT_API_URL`` names one; its UI URL.
 
-    Must run before Prefect is imported: Prefect reads its settings at import.
+    The local server requires its credentials (``resolved_prefect_auth_string``), which every
+    Prefect client of this process and the server itself take from the environment, and
+    grants CORS to its own UI only. An external server's credentials are the operator's
+    ``PREFECT_API_AUTH_STRING``. Must run before Prefect is imported: Prefect reads its
+    settings at import.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
@@ -55,11 +61,16 @@ def _prepare_prefect_env(prefect_port: int, state_dir: Path) -> str | None:
     os.environ.setdefault("PREFECT_API_DATABASE_TIMEOUT", "60")
     if os.environ.get("PREFECT_API_URL"):
         return None
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{prefect_port}/api"
+    ui_url = f"http://127.0.0.1:{prefect_port}"
+    os.environ["PREFECT_API_URL"] = f"{ui_url}/api"
+    auth_string = settings.resolved_prefect_auth_string()
+    os.environ["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+    os.environ["PREFECT_API_AUTH_STRING"] = auth_string
+    os.environ.setdefault("PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", ui_url)
     from prefect_pfcon.deployments.unused_ca import unused_ca_file
 
-    os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(state_dir)))
-    return f"http://127.0.0.1:{prefect_port}"
+    os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(settings.state_dir)))
+    return ui_url
 
 
 def configuration_errors(error: ValidationError) -> str:
@@ -78,7 +89,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def up(args: argparse.Namespace) -> None:
-    """Run the embedded default in the foreground."""
+    """Run the embedded default in the foreground; exit once it has stopped.
+
+    Flow runs still in progress at a stop are left to the next start, which reschedules
+    them: the process exits without waiting for their threads.
+    """
     overrides: dict[str, Any] = {
         key: value
         for key in ("host", "port", "store_base", "storage_env", "container_env",
@@ -89,19 +104,30 @@ def up(args: argparse.Namespace) -> None:
         settings = PfconSettings(**overrides)
     except ValidationError as exc:
         raise SystemExit(f"prefect-pfcon: invalid configuration: {configuration_errors(exc)}") from None
-    ui_url = _prepare_prefect_env(args.prefect_port, settings.state_dir)
+    try:
+        private_dir(settings.state_dir)
+    except PermissionError as error:
+        sys.exit(f"prefect-pfcon: {error}")
+    ui_url = _prepare_prefect_env(args.prefect_port, settings)
     from prefect_pfcon.deployments.embedded import serve
-    from prefect_pfcon.deployments.server import LocalPrefectServer
+    from prefect_pfcon.deployments.server import LocalPrefectServer, PrefectServerError
 
     server = None
     if ui_url is not None:
         server = LocalPrefectServer(args.prefect_port, settings.state_dir / "prefect-server.log")
     shown_ui = ui_url or os.environ["PREFECT_API_URL"].removesuffix("/api")
+    if ui_url is not None:
+        shown_ui += f" (log in with the auth string {settings.prefect_auth_source()})"
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(serve(settings, server, shown_ui))
     except KeyboardInterrupt:
         pass
+    except PrefectServerError as error:
+        sys.exit(f"prefect-pfcon: {error}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

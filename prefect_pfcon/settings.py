@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prefect_pfcon.state_dir import read_or_create_secret
+
 StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
 ContainerEnv = Literal["docker", "swarm", "slurm", "kubernetes"]
 VolumeType = Literal["host", "docker_local_volume", "kubernetes_pvc"]
@@ -23,6 +25,7 @@ VOLUME_TYPES: dict[str, tuple[VolumeType, ...]] = {
     "slurm": ("host",),
     "kubernetes": ("kubernetes_pvc", "host"),
 }
+PREFECT_AUTH_FILE = "prefect-auth"
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -43,6 +46,10 @@ class PfconSettings(BaseSettings):
     secret_key: str = Field("", validation_alias="SECRET_KEY")
     application_mode: str | None = Field(None, validation_alias="APPLICATION_MODE")
     innetwork: bool | None = Field(None, validation_alias="PFCON_INNETWORK")
+    prefect_auth_string: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"),
+    )
     state_dir: Path = Field(
         Path.home() / ".prefect-pfcon", validation_alias="PFCON_STATE_DIR"
     )
@@ -144,9 +151,20 @@ class PfconSettings(BaseSettings):
         """``SECRET_KEY``, or a random key kept in the state dir so tokens survive restarts."""
         if self.secret_key:
             return self.secret_key
-        key_file = self.state_dir / "secret_key"
-        if not key_file.exists():
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(secrets.token_urlsafe(48))
-            key_file.chmod(0o600)
-        return key_file.read_text().strip()
+        return read_or_create_secret(self.state_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+
+    def resolved_prefect_auth_string(self) -> str:
+        """The local Prefect server's credentials (``user:password``, HTTP basic):
+        ``PREFECT_SERVER_API_AUTH_STRING`` or ``PREFECT_API_AUTH_STRING``, else made once and
+        kept in the state dir (``prefect-auth``)."""
+        if value := self.prefect_auth_string.get_secret_value():
+            return value
+        return read_or_create_secret(
+            self.state_dir / PREFECT_AUTH_FILE, lambda: f"admin:{secrets.token_urlsafe(32)}"
+        )
+
+    def prefect_auth_source(self) -> str:
+        """Where ``resolved_prefect_auth_string`` comes from, for people who log in."""
+        if self.prefect_auth_string.get_secret_value():
+            return "given in PREFECT_SERVER_API_AUTH_STRING or PREFECT_API_AUTH_STRING"
+        return f"in {self.state_dir / PREFECT_AUTH_FILE}"

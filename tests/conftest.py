@@ -4,11 +4,17 @@ The first service (fslink) is the embedded default exactly as `prefect-pfcon up`
 with its own Prefect server; the others (filesystem, swift, zipfile) share that server, as
 scale-out API replicas would. All drive real containers on the local Docker engine; the
 swift service talks to the real Swift the test command starts (ST_AUTH, ST_USER, ST_KEY).
+
+Every Prefect server of the session requires credentials, one auth string for the session:
+it is put in this process's environment (``PREFECT_API_AUTH_STRING``) before anything imports
+Prefect, so this process's Prefect clients, the `prefect` CLI runs and the services inherit
+it; a service with its own Prefect server makes it that server's auth string.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -34,6 +40,8 @@ SWARM_GPU = "h6-gpu-0"  # the one NVIDIA-GPU the test swarm's node advertises (a
 ZIP_LIMIT_MB = 20
 UPLOAD_LIMIT_MB = 30
 SESSION_LABEL = f"org.test.session={uuid.uuid4().hex[:12]}"  # on the containers of this session's jobs
+TEST_PREFECT_AUTH = f"pfcon-tests:{secrets.token_urlsafe(16)}"
+os.environ["PREFECT_API_AUTH_STRING"] = TEST_PREFECT_AUTH
 
 
 def free_port() -> int:
@@ -51,6 +59,7 @@ class Service:
     prefect_api_url: str
     process: subprocess.Popen[str]
     output: list[str]
+    prefect_auth: str = TEST_PREFECT_AUTH
     database: str = ""
 
     def token(self) -> str:
@@ -63,30 +72,41 @@ class Service:
         return {"Authorization": f"Bearer {self.token()}"}
 
     def prefect(self, method: str, path: str, **kwargs) -> requests.Response:
-        """A request to this service's Prefect server API (``path`` starts with ``/``)."""
+        """A request to this service's Prefect server API (``path`` starts with ``/``), with
+        its credentials."""
         kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("auth", basic_auth(self.prefect_auth))
         return requests.request(method, self.prefect_api_url + path, **kwargs)
 
 
+def basic_auth(auth_string: str) -> tuple[str, str]:
+    """A Prefect auth string (``user:password``) as requests' basic auth."""
+    user, _, password = auth_string.partition(":")
+    return user, password
+
+
 def _start_service(
-    tmp: Path, name: str, storage: str | None, env_extra: dict[str, str], prefect_port: int, port: int | None = None,
-    *, store_base: Path | None = None, cwd: Path | None = None,
+    tmp: Path, name: str, storage: str | None, env_extra: dict[str, str | None], prefect_port: int,
+    port: int | None = None, *, store_base: Path | None = None, cwd: Path | None = None,
 ) -> Service:
-    """``prefect-pfcon up`` with ``--storage`` (unless ``None``: the configuration decides) in
-    ``cwd`` (where a ``.env`` file is read)."""
+    """``prefect-pfcon up`` with the test settings and ``env_extra`` (``None`` unsets a variable),
+    with ``--storage`` (unless ``None``: the configuration decides) in ``cwd`` (where a ``.env``
+    file is read)."""
     store_base = store_base or tmp / f"storeBase-{name}"
     store_base.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     inherited = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env = {
+    state_dir = tmp / f"state-{name}"
+    settings = {
         **inherited,
-        "PFCON_STATE_DIR": str(tmp / f"state-{name}"),
+        "PFCON_STATE_DIR": str(state_dir),
         "SECRET_KEY": TEST_SECRET,
         "PFCON_STORAGE_BLOCK": f"{name}-storage",
         "PFCON_COMPUTE_BLOCK": f"{name}-compute",
         "JOB_LABELS": f"org.test.suite=prefect-pfcon,{SESSION_LABEL}",
         **env_extra,
     }
+    env = {key: value for key, value in settings.items() if value is not None}
     command = [
         sys.executable, "-m", "prefect_pfcon.cli", "up", "--port", str(port),
         "--storebase", str(store_base), "--prefect-port", str(prefect_port),
@@ -115,6 +135,8 @@ def _start_service(
         prefect_api_url=env.get("PREFECT_API_URL") or f"http://127.0.0.1:{prefect_port}/api",
         process=process,
         output=output,
+        prefect_auth=env.get("PREFECT_SERVER_API_AUTH_STRING") or env.get("PREFECT_API_AUTH_STRING")
+        or (state_dir / "prefect-auth").read_text().strip(),
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 from pfconclient.client import JobType
 
-from conftest import Service, _start_service, _stop, free_port, wait_status
+from conftest import TEST_PREFECT_AUTH, Service, _start_service, _stop, basic_auth, free_port, wait_status
 from fixtures_tree import make_fslink_fixture
 from private_dockerd import PrivateDockerd
 from test_fslink_lifecycle import copied_job, sh_plugin, submit_and_wait_started
@@ -27,7 +27,8 @@ UNAVAILABLE = {"message": "The Prefect server is unavailable; try again shortly.
 
 
 class PrefectServer:
-    """A Prefect server process this test starts, stops and starts again (same database)."""
+    """A Prefect server process this test starts, stops and starts again (same database),
+    requiring the session's credentials."""
 
     def __init__(self, home: Path) -> None:
         self.home, self.port = home, free_port()
@@ -35,7 +36,8 @@ class PrefectServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_SERVER_API_AUTH_STRING": TEST_PREFECT_AUTH}
         env.pop("PREFECT_API_URL", None)
         log = (self.home / "server.log").open("a")
         self.process = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -131,7 +133,7 @@ def test_job_accepted_while_prefect_is_down_survives_a_kill(session_tmp: Path, p
         plugin = wait_status(restarted.client(), JobType.PLUGIN, jid, timeout=120)
         assert plugin["status"] == "finishedSuccessfully", plugin
         assert (restarted.store_base / output_dir / "runs.txt").read_text() == "run\n"
-        runs = requests.post(f"{prefect_server.url}/flow_runs/filter", timeout=30,
+        runs = requests.post(f"{prefect_server.url}/flow_runs/filter", timeout=30, auth=basic_auth(TEST_PREFECT_AUTH),
                              json={"flow_runs": {"name": {"any_": [f"plugin-{jid}"]}}}).json()
         assert len(runs) == 1
         assert any("accepted before a restart" in line for line in restarted.output)

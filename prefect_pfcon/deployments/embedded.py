@@ -7,6 +7,7 @@ import logging
 
 import httpx
 import uvicorn
+from prefect._internal.concurrency.services import QueueService
 from prefect.client.orchestration import get_client
 
 from prefect_pfcon.deployments.api.app import API, create_app
@@ -22,45 +23,68 @@ logger = logging.getLogger("prefect_pfcon")
 # uvicorn closes an idle connection after 5 s by default; a polling client that reuses one
 # just then gets "connection reset". Clients poll every few seconds: keep connections longer.
 KEEP_ALIVE_SECONDS = 75
+# On stop: how long requests in progress may finish, and how long Prefect's log and event
+# workers may take to send what they hold
+GRACEFUL_SHUTDOWN_SECONDS = 5
+DRAIN_SECONDS = 5.0
 
 
 async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_url: str) -> None:
-    """Run everything until interrupted; print a line with ``ready`` once the API answers."""
+    """Run everything until interrupted; print a line with ``ready`` once the API answers.
+
+    Stopping goes in order: the API and the runner, then the log lines and events Prefect
+    still holds are sent (within ``DRAIN_SECONDS``) while the server is up, then the server.
+    """
     try:
         if server is not None:
             server.start()
             await server.wait_ready()
-        await save_blocks(settings)
-        embedded = settings.deployment_name == DEPLOYMENT_NAME
-        flows = await apply_deployments() if embedded else {}
-        async with get_client() as client:
-            runner = EmbeddedRunner(
-                client, flows, settings.runner_concurrency, settings.runner_poll_seconds
-            )
-            if embedded:
-                recovered = await runner.recover_interrupted()
-                if recovered:
-                    logger.warning("Rescheduled %d runs interrupted by a previous stop", recovered)
-            else:
-                logger.warning("Job steps run on the work pool of the pfcon-<step>/%s deployments",
-                               settings.deployment_name)
-            app = create_app(settings, runner if embedded else None)
-            api = uvicorn.Server(
-                uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                               timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                               http=header_timeout_protocol(settings.header_timeout_seconds))
-            )
-            background = [asyncio.create_task(_announce_ready(settings, ui_url))]
-            if embedded:
-                background.append(asyncio.create_task(runner.run()))
-            try:
-                await api.serve()
-            finally:
-                for task in background:
-                    task.cancel()
+        await _serve_api(settings, ui_url)
     finally:
+        await _send_pending_logs_and_events()
         if server is not None:
             server.stop()
+
+
+async def _serve_api(settings: PfconSettings, ui_url: str) -> None:
+    await save_blocks(settings)
+    embedded = settings.deployment_name == DEPLOYMENT_NAME
+    flows = await apply_deployments() if embedded else {}
+    async with get_client() as client:
+        runner = EmbeddedRunner(
+            client, flows, settings.runner_concurrency, settings.runner_poll_seconds
+        )
+        if embedded:
+            recovered = await runner.recover_interrupted()
+            if recovered:
+                logger.warning("Rescheduled %d runs interrupted by a previous stop", recovered)
+        else:
+            logger.warning("Job steps run on the work pool of the pfcon-<step>/%s deployments",
+                           settings.deployment_name)
+        app = create_app(settings, runner if embedded else None)
+        api = uvicorn.Server(
+            uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                           timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                           http=header_timeout_protocol(settings.header_timeout_seconds))
+        )
+        background = [asyncio.create_task(_announce_ready(settings, ui_url))]
+        if embedded:
+            background.append(asyncio.create_task(runner.run()))
+        try:
+            await api.serve()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+
+async def _send_pending_logs_and_events() -> None:
+    """Stop Prefect's queue services and wait, up to ``DRAIN_SECONDS``, until they have sent
+    what they hold. All of them share one registry, so this drains the log worker
+    (``APILogWorker``) and the event worker (``EventsWorker``) alike; at interpreter exit
+    each would wait for its queue without limit, retrying against a server gone by then."""
+    await QueueService.drain_all(timeout=DRAIN_SECONDS, at_exit=False)
 
 
 async def _announce_ready(settings: PfconSettings, ui_url: str) -> None:
