@@ -67,6 +67,8 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
     os.environ["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     os.environ["PREFECT_API_AUTH_STRING"] = auth_string
     os.environ.setdefault("PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", ui_url)
+    # the server's SQLite database holds block secrets and the key they are encrypted with
+    private_dir(Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser())
     from prefect_pfcon.deployments.unused_ca import unused_ca_file
 
     os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(settings.state_dir)))

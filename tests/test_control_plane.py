@@ -148,6 +148,7 @@ def test_own_server_keeps_private_secrets_and_stops_on_one_sigterm(session_tmp: 
     jid = f"h1-stop-{uuid.uuid4().hex[:8]}"
     try:
         assert mode(state_dir) == 0o700
+        assert mode(session_tmp / f"prefect-home-{name}") == 0o700  # its database holds block secrets
         secrets_made = {secret: (state_dir / secret).read_text() for secret in ("secret_key", "prefect-auth")}
         assert all(mode(state_dir / secret) == 0o600 for secret in secrets_made)
         assert re.fullmatch(r"admin:[A-Za-z0-9_-]{40,}", secrets_made["prefect-auth"])
