@@ -2,7 +2,7 @@
 # start_podman installs podman (Debian's 4.3.1) if missing, runs `podman system service` with a
 # containers.conf and storage of its own (nothing shared with another podman on the host), loads
 # the test images from the local dockerd and exports PFCON_TEST_PODMAN_HOST (unix://…);
-# stop_podman stops the service only if start_podman started it (by its PID).
+# stop_podman stops the service only if start_podman started it (by its PID). Needs dockerd.sh.
 
 PODMAN_DIR="${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/podman"
 PODMAN_RUN_DIR="${PFCON_PODMAN_RUN_DIR:-/run/pfcon-podman}"  # runroot and tmp_dir: state that must not outlive a boot
@@ -21,8 +21,9 @@ ensure_podman_installed() {
 # crun fails here ("cgroups in hybrid mode not supported"), so runc. The sandbox's root lacks
 # CAP_SYS_RESOURCE, so podman's default ulimits (raised to the kernel's maximum) fail: open files
 # get this shell's hard limit instead (as Docker's containers inherit dockerd's), processes 4096
-# (podman lowers its own limit, so the shell's may be too high). Soft = hard, because podman
-# 4.3's Docker API swaps a default ulimit's soft and hard values (soft > hard: EINVAL).
+# (podman's own process limit may be below the shell's: pid_max, 32768, here). Soft = hard, because podman
+# 4.3's Docker API swaps a default ulimit's soft and hard values (soft > hard: EINVAL). No
+# systemd here: cgroupfs cgroups, events to a file.
 write_podman_config() {
   mkdir -p "$PODMAN_DIR/storage" "$PODMAN_RUN_DIR"
   local nofile
@@ -84,15 +85,8 @@ start_podman() {
   export PFCON_TEST_PODMAN_HOST="unix://$PODMAN_SOCKET"
 }
 
-# Stop the service only if start_podman started it in this shell (its containers are the tests').
+# Stop the service only if start_podman started it in this shell.
 stop_podman() {
   [ "$PODMAN_STARTED_HERE" = 1 ] && [ -f "$PODMAN_PIDFILE" ] || return 0
-  local pid
-  pid="$(cat "$PODMAN_PIDFILE")"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  rm -f "$PODMAN_PIDFILE"
+  stop_pidfile "$PODMAN_PIDFILE"
 }
