@@ -7,12 +7,14 @@ source "$PFCON_LIB/swift.sh"
 source "$PFCON_LIB/slurm.sh"
 source "$PFCON_LIB/postgres.sh"
 source "$PFCON_LIB/k8s.sh"
+source "$PFCON_LIB/podman.sh"
 
-trap 'stop_k8s; stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
+trap 'stop_podman; stop_k8s; stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
 prepare_machine
 start_swift
 start_slurm
 start_postgres
 start_k8s
+start_podman
 cd "$PFCON_REPO"
 "$PFCON_VENV/bin/python" -m pytest "$@"

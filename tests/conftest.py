@@ -2,8 +2,9 @@
 
 The first service (fslink) is the embedded default exactly as `prefect-pfcon up` runs it,
 with its own Prefect server; the others (filesystem, swift, zipfile) share that server, as
-scale-out API replicas would. All drive real containers on the local Docker engine; the
-swift service talks to the real Swift the test command starts (ST_AUTH, ST_USER, ST_KEY).
+scale-out API replicas would. All drive real containers on the local Docker engine (the podman
+replica: on the podman service the test command starts); the swift service talks to the real
+Swift the test command starts (ST_AUTH, ST_USER, ST_KEY).
 
 Every Prefect server of the session requires credentials, one auth string for the session:
 it is put in this process's environment (``PREFECT_API_AUTH_STRING``) before anything imports
@@ -274,6 +275,24 @@ def swarm_service(session_tmp: Path, fslink_service: Service, swarm_engine: Priv
     """fslink storage with plugins run as services of the test swarm."""
     env = {"CONTAINER_ENV": "swarm", "DOCKER_HOST": swarm_engine.host}
     service = _start_replica(session_tmp, fslink_service, "fslink", env, name="swarm")
+    yield service
+    _stop(service)
+
+
+@pytest.fixture(scope="session")
+def podman_host() -> str:
+    """The Docker-compatible API socket of the podman service the test command starts."""
+    host = os.environ.get("PFCON_TEST_PODMAN_HOST")
+    if not host:
+        raise RuntimeError("PFCON_TEST_PODMAN_HOST unset: run the tests with scripts/test.sh, which starts podman")
+    return host
+
+
+@pytest.fixture(scope="session")
+def podman_service(session_tmp: Path, fslink_service: Service, podman_host: str) -> Iterator[Service]:
+    """fslink storage with plugins run as containers of podman, through its Docker API."""
+    env = {"CONTAINER_ENV": "podman", "DOCKER_HOST": podman_host}
+    service = _start_replica(session_tmp, fslink_service, "fslink", env, name="podman")
     yield service
     _stop(service)
 

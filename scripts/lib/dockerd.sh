@@ -30,15 +30,20 @@ start_dockerd() {
   return 1
 }
 
-# Stop the daemon only if start_dockerd started it in this shell.
-stop_dockerd() {
-  [ "$DOCKERD_STARTED_HERE" = 1 ] && [ -f "$DOCKERD_PIDFILE" ] || return 0
+# Stop the process whose PID pidfile $1 holds (TERM, then up to 30 s for it to exit); remove $1.
+stop_pidfile() {
   local pid
-  pid="$(cat "$DOCKERD_PIDFILE")"
+  pid="$(cat "$1")"
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 60); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.5
   done
-  rm -f "$DOCKERD_PIDFILE"
+  rm -f "$1"
+}
+
+# Stop the daemon only if start_dockerd started it in this shell.
+stop_dockerd() {
+  [ "$DOCKERD_STARTED_HERE" = 1 ] && [ -f "$DOCKERD_PIDFILE" ] || return 0
+  stop_pidfile "$DOCKERD_PIDFILE"
 }

@@ -24,6 +24,14 @@ from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
 
+def status_name(state: dict[str, Any]) -> str:
+    """``State.Status`` in Docker's terms. Podman shows a container whose process has exited as
+    ``stopped`` (its exit code and ``FinishedAt`` already recorded from conmon's exit file) until
+    it has cleaned the container up, some 0.1 s later, and then ``exited``; Docker never does."""
+    status = state.get("Status", "")
+    return "exited" if status == "stopped" else status
+
+
 def container_status(state: dict[str, Any]) -> JobStatus:
     """pfcon's status of a Docker container ``State`` (spec 9.1, first match wins)."""
     if state.get("Running") or state.get("Paused"):
@@ -32,7 +40,7 @@ def container_status(state: dict[str, Any]) -> JobStatus:
         return JobStatus.NOT_STARTED
     if state.get("OOMKilled") or state.get("Dead"):
         return JobStatus.FINISHED_WITH_ERROR
-    if state.get("Status") == "exited":
+    if status_name(state) == "exited":
         ok = state.get("ExitCode") == 0
         return JobStatus.FINISHED_SUCCESSFULLY if ok else JobStatus.FINISHED_WITH_ERROR
     return JobStatus.UNDEFINED
@@ -131,7 +139,7 @@ class DockerCompute(DockerEngineBlock):
         state = info["State"]
         return ContainerState(
             status=container_status(state),
-            message=state.get("Status", ""),
+            message=status_name(state),
             timestamp=container_timestamp(state),
             exit_code=state.get("ExitCode"),
             labels=info["Config"].get("Labels") or {},
