@@ -24,6 +24,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
+from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
@@ -130,7 +131,7 @@ class DockerCompute(ComputeBlock):
             "image": job.image,
             "command": job.command,
             "name": job.name,
-            "environment": job.env,
+            "environment": self.plugin_env(job.env),
             "labels": {**self.job_labels, **job.labels},
             "network_mode": self.network_mode,
             "volumes": {
@@ -182,13 +183,7 @@ class DockerCompute(ComputeBlock):
         return raw.decode("utf-8", errors="replace")
 
     def follow_logs(self, name: str) -> Iterator[str]:
-        pending = b""
-        for chunk in self.client.api.logs(name, stream=True, follow=True):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            yield from (line.decode("utf-8", errors="replace") for line in lines)
-        if pending:
-            yield pending.decode("utf-8", errors="replace")
+        yield from split_lines(self.client.api.logs(name, stream=True, follow=True))
 
     @engine_call
     def wait(self, name: str) -> int:
