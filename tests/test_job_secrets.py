@@ -60,6 +60,18 @@ def prefect_answers(service: Service, jid: str, since: datetime) -> dict[str, st
     answers["artifacts"] = service.prefect("post", "/artifacts/filter", json={
         "flow_runs": {"id": {"any_": ids}}}).text
     answers["blocks"] = service.prefect("post", "/block_documents/filter", json={"include_secrets": True}).text
+    deadline = time.monotonic() + 30  # the server stores events a moment after they happen
+    events = prefect_events(service, since)
+    while f"plugin-{jid}" not in {event["resource"].get("prefect.resource.name") for event in events}:
+        assert time.monotonic() < deadline
+        time.sleep(1)
+        events = prefect_events(service, since)
+    answers["events"] = json.dumps(events)
+    return answers
+
+
+def prefect_events(service: Service, since: datetime) -> list[dict]:
+    """Every event since ``since``."""
     until = datetime.now(timezone.utc) + timedelta(seconds=5)
     page = service.prefect("post", "/events/filter", json={
         "filter": {"occurred": {"since": since.isoformat(), "until": until.isoformat()}}, "limit": 50}).json()
@@ -67,9 +79,7 @@ def prefect_answers(service: Service, jid: str, since: datetime) -> dict[str, st
     while page.get("next_page"):
         page = service.prefect("get", page["next_page"].removeprefix(service.prefect_api_url)).json()
         events += page["events"]
-    assert any(event["resource"].get("prefect.resource.name") == f"plugin-{jid}" for event in events)
-    answers["events"] = json.dumps(events)
-    return answers
+    return events
 
 
 def files_holding(directory: Path, value: str) -> list[str]:
@@ -138,7 +148,8 @@ def test_chatty_plugin_lines_all_reach_prefect(fslink: Service):
     assert run["state_type"] == "COMPLETED"
     records = prefect_logs(fslink, run["id"])  # all in before the run's final state
     lines = [line for record in records for line in record["message"].split("\n")]
-    assert [line for line in lines if line.startswith("line ")] == [f"line {i}" for i in range(1, CHATTY_LINES + 1)]
+    errors = [line for line in fslink.output if "rror" in line][-5:]
+    assert [line for line in lines if line.startswith("line ")] == [f"line {i}" for i in range(1, CHATTY_LINES + 1)], errors
     pieces = [line for line in lines if line.startswith("x")]
     assert "".join(pieces) == "x" * 1048576 and max(map(len, pieces)) == MAX_LINE_BYTES
     assert "end" in lines
