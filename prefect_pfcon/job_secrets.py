@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from prefect_pfcon.models import PluginJob
+from prefect_pfcon.settings import PfconSettings
 
 KEY_ENV = "PFCON_JOB_SECRETS_KEY"
 KEY_FILE = "job_secrets_key"
@@ -54,11 +55,7 @@ def write_secret_file(path: Path, content: bytes) -> None:
 
 
 def _key_file(state_dir: Path | None) -> Path:
-    if state_dir is None:
-        from prefect_pfcon.settings import PfconSettings
-
-        state_dir = PfconSettings().state_dir
-    return state_dir / KEY_FILE
+    return (state_dir or PfconSettings().state_dir) / KEY_FILE
 
 
 @lru_cache(maxsize=4)
