@@ -115,6 +115,11 @@ def run_token_plugin(service: Service, token: str, process_list: bool = False) -
     return jid, compute, since
 
 
+def with_inputs(service: Service) -> Service:
+    make_fslink_fixture(service.store_base)
+    return service
+
+
 def assert_nowhere(service: Service, jid: str, token: str, since: datetime, state_dir: Path) -> None:
     for what, text in prefect_answers(service, jid, since).items():
         assert token not in text, what
@@ -124,8 +129,7 @@ def assert_nowhere(service: Service, jid: str, token: str, since: datetime, stat
 
 @pytest.fixture(scope="module")
 def fslink(fslink_service: Service) -> Service:
-    make_fslink_fixture(fslink_service.store_base)
-    return fslink_service
+    return with_inputs(fslink_service)
 
 
 def test_docker_job_env_reaches_only_the_plugin(fslink: Service, session_tmp: Path):
@@ -159,8 +163,7 @@ def test_chatty_plugin_lines_all_reach_prefect(fslink: Service):
 
 @pytest.fixture(scope="module")
 def slurm(slurm_service: Service) -> Service:
-    make_fslink_fixture(slurm_service.store_base)
-    return slurm_service
+    return with_inputs(slurm_service)
 
 
 def test_slurm_job_env_reaches_only_the_plugin(slurm: Service, session_tmp: Path):
@@ -186,8 +189,7 @@ def test_slurm_refuses_env_values_with_line_breaks(slurm: Service):
 
 @pytest.fixture(scope="module")
 def kubernetes(kubernetes_service: Service) -> Service:
-    make_fslink_fixture(kubernetes_service.store_base)
-    return kubernetes_service
+    return with_inputs(kubernetes_service)
 
 
 def test_kubernetes_job_env_is_only_in_its_secret(kubernetes: Service, session_tmp: Path):
