@@ -1,7 +1,8 @@
 """The vocabulary shared by the API and the flows: job steps, statuses and job parameters.
 
 The parameter models are the flow runs' parameters, so each flow run in the Prefect UI
-carries exactly what the client sent (after pfcon's validation).
+carries exactly what the client sent (after pfcon's validation), but for a plugin job's env
+values, which are sealed (``prefect_pfcon.job_secrets``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ class PluginJob(Limits):
     auid: str = Field("", description="ChRIS user id (accepted, unused, as in pfcon).")
     number_of_workers: int = Field(1, description="Parallel workers (docker: exactly 1).")
     gpu_limit: int = Field(0, description="Number of GPUs.")
-    env: list[str] = Field(default_factory=list, description="KEY=value environment entries.")
+    env: list[str] = Field(
+        default_factory=list,
+        description="KEY=value environment entries; values read <sealed> when sealed_env holds them.",
+    )
+    sealed_env: str | None = Field(
+        None, description="The real env entries, sealed by the API (only the plugin flow opens them)."
+    )
     input_dirs: list[str] = Field(default_factory=list, description="Storage input paths.")
     output_dir: str | None = Field(None, description="Storage output path (in-network).")
 

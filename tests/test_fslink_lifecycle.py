@@ -47,10 +47,20 @@ def prefect_runs(service: Service, name: str) -> list[dict]:
     return service.prefect("post", "/flow_runs/filter", json=body).json()
 
 
+def prefect_logs(service: Service, flow_run_id: str) -> list[dict]:
+    """Every Prefect log record of a flow run, oldest first."""
+    records: list[dict] = []
+    while True:
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "offset": len(records)}
+        page = service.prefect("post", "/logs/filter", json=body).json()
+        records += page
+        if len(page) < 200:
+            return records
+
+
 def prefect_log_messages(service: Service, flow_run_id: str) -> list[str]:
-    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
-    logs = service.prefect("post", "/logs/filter", json=body).json()
-    return [log["message"] for log in logs]
+    """The lines of a flow run's Prefect logs (a record may hold several plugin lines)."""
+    return [line for log in prefect_logs(service, flow_run_id) for line in log["message"].split("\n")]
 
 
 def copy_inputs(service: Service, jid: str, output_dir: str, input_dirs=("home/alice/feed/in",)) -> dict:

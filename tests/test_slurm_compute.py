@@ -91,18 +91,30 @@ def test_plugin_runs_as_a_slurm_job(slurm: SlurmCompute, mounts):
     assert state.status in (JobStatus.NOT_STARTED, JobStatus.STARTED)
     assert state.labels == {"org.test.suite": "prefect-pfcon", JID_LABEL: job.name, FLOW_RUN_LABEL: f"run-{job.name}"}
     assert state.flow_run_id == f"run-{job.name}"
-    assert list(slurm.follow_logs(job.name)) == ["start", "hello world", "read-only", "done"]
+    assert list(slurm.follow_logs(job.name)) == ["start", "***", "read-only", "done"]  # env values masked
     assert slurm.wait(job.name) == 0
     state = slurm.state(job.name)
     assert (state.status, state.exit_code) == (JobStatus.FINISHED_SUCCESSFULLY, 0)
     assert state.message.endswith("COMPLETED") and state.timestamp.endswith("Z")
     assert (mounts[1] / "a.txt").read_text() == "input\n"
-    assert slurm.logs(job.name) == "start\nhello world\nread-only\ndone\n"
+    assert slurm.logs(job.name) == "start\n***\nread-only\ndone\n"
+    assert not slurm._path(job.name, ".env").exists()  # deleted once the container was created
     deadline = time.monotonic() + 10  # sacct rows arrive about a second after the job ends
     while not sacct(job.name) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert sacct(job.name) == [f"{job.name}|COMPLETED|200M|1"]
     assert containers_named(job.name) == []  # the runtime removed its container
+
+
+def test_env_values_are_masked_in_the_output_file_also_in_long_lines(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, "head -c 1000 /dev/zero | tr '\\0' x; printf %s \"$GREETING\"; "
+                                "head -c 100000 /dev/zero | tr '\\0' y; echo; echo \"end $GREETING\"")
+    slurm.submit(job)
+    lines = list(slurm.follow_logs(job.name))
+    assert slurm.wait(job.name) == 0
+    assert len(lines) == 3 and max(map(len, lines)) == 65536  # the long line in pieces
+    assert "".join(lines[:2]) == "x" * 1000 + "***" + "y" * 100000 and lines[2] == "end ***"
+    assert "hello world" not in slurm._path(job.name, ".log").read_text()
 
 
 def test_failing_plugin_reports_its_exit_code(slurm: SlurmCompute, mounts):
@@ -202,8 +214,9 @@ def test_batch_script_runs_the_container_isolated(session_tmp: Path, mounts):
     script = slurm.batch_script(container_job(mounts, "echo 'quoted; $HOME'"))
     for part in ("--network none", f"{mounts[0]}:/share/incoming:ro", f"{mounts[1]}:/share/outgoing:rw",
                  "--memory 200m", "--memory-swap 200m", "--user 1000", "--group-add 100", "--shm-size 64m",
-                 "--env 'GREETING=hello world'", "trap ", "exit 143' TERM INT", 'exit "$code"'):
+                 f"--env-file {session_tmp}/slurm-work/", "trap ", "exit 143' TERM INT", 'exit "$code"'):
         assert part in script
+    assert "hello world" not in script  # env values only in the env file
     assert "'echo '\"'\"'quoted; $HOME'\"'\"''" in script  # the plugin's command is not expanded by the script
     unlimited = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), ignore_limits=True)
     job = container_job(mounts, "true")

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from pfconclient.client import JobType
 
 from conftest import Service, _start_replica, _stop, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
+from prefect_pfcon.job_secrets import KEY_ENV
 from test_fslink_lifecycle import copy_inputs, new_jid, plugin_descriptors
 from test_prefect_native import plugin_spec, prefect_cli, run_deployment, wait_run
 
@@ -39,8 +41,14 @@ def pools(fslink_service: Service) -> Service:
 
 
 @pytest.fixture(scope="module")
-def worker(pools: Service, session_tmp: Path) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, "PREFECT_API_URL": pools.prefect_api_url}
+def secrets_key() -> str:
+    """The key the pool's API and its worker share for job env values."""
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="module")
+def worker(pools: Service, session_tmp: Path, secrets_key: str) -> Iterator[subprocess.Popen]:
+    env = {**os.environ, "PREFECT_API_URL": pools.prefect_api_url, KEY_ENV: secrets_key}
     log = (session_tmp / "process-worker.log").open("w")
     process = subprocess.Popen([PREFECT, "worker", "start", "--pool", "pfcon-process", "--type", "process"],
                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -74,10 +82,11 @@ def test_whole_job_on_the_process_pool(pools: Service, worker):
     assert tree(service.store_base / output_dir) == FSLINK_STAGED
 
 
-def test_api_steps_run_on_the_pool(pools: Service, worker, session_tmp: Path):
+def test_api_steps_run_on_the_pool(pools: Service, worker, session_tmp: Path, secrets_key: str):
     """An API replica with PFCON_DEPLOYMENT=process: CUBE's job steps become runs of the
-    process pool's deployments, and the worker runs them."""
-    replica = _start_replica(session_tmp, pools, "fslink", {"PFCON_DEPLOYMENT": "process"}, name="pool-api")
+    process pool's deployments, and the worker runs them (opening the env the API sealed)."""
+    replica = _start_replica(session_tmp, pools, "fslink", {"PFCON_DEPLOYMENT": "process", KEY_ENV: secrets_key},
+                             name="pool-api")
     try:
         make_fslink_fixture(replica.store_base)
         client = replica.client()

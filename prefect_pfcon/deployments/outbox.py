@@ -9,6 +9,7 @@ it starts again; creating them twice yields one run (the creation's idempotency 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
@@ -77,13 +78,21 @@ class RunRequest:
 
 
 class Outbox:
-    """A SQLite file of ``RunRequest``s (write-ahead log; a commit survives the process)."""
+    """A SQLite file of ``RunRequest``s (write-ahead log; a commit survives the process).
+
+    The file is private (0600, as SQLite's ``-wal`` and ``-shm`` files then are) and keeps no
+    removed request: deleted rows are overwritten (``secure_delete``) and the write-ahead log
+    is emptied after each removal.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        path.chmod(0o600)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, request TEXT NOT NULL, "
             "accepted TEXT NOT NULL)"
@@ -101,6 +110,7 @@ class Outbox:
         """Forget a request whose run exists."""
         with self._lock:
             self._db.execute("DELETE FROM requests WHERE key = ?", (str(key),))
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def requests(self) -> list[RunRequest]:
         """The kept requests, oldest first."""

@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, Log
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.context import SettingsContext, get_settings_context
@@ -41,6 +41,7 @@ T = TypeVar("T")
 DEPLOYMENT_NAME = "pfcon"
 REMOVED_TAG = "pfcon:removed"
 MAX_PAGE = 200  # the Prefect API's page size limit
+LOG_PAGE = 20  # log records read at once (one may hold 256 KiB of plugin output)
 
 
 def deployment_path(step: JobStep, deployment_name: str = DEPLOYMENT_NAME) -> str:
@@ -245,13 +246,24 @@ class JobRuns:
 
     @bounded
     async def log_tail(self, run: FlowRun, lines: int) -> str:
-        """The run's last ``lines`` Prefect log lines, oldest first."""
-        logs = await self._client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
-            sort=LogSort.TIMESTAMP_DESC,
-            limit=min(lines, MAX_PAGE),
-        )
-        return "".join(
+        """The run's last ``lines`` Prefect log lines, oldest first (a record of plugin output
+        holds many lines: records are read newest first until there are enough)."""
+        logs: list[Log] = []
+        count = 0
+        while count < lines:
+            limit = min(lines - count, LOG_PAGE)
+            page = await self._client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+                sort=LogSort.TIMESTAMP_DESC,
+                limit=limit,
+                offset=len(logs),
+            )
+            logs += page
+            count += sum(log.message.count("\n") + 1 for log in page)
+            if len(page) < limit:
+                break
+        text = "".join(
             f"[{log.timestamp.isoformat()}] [{logging.getLevelName(log.level)}] {log.message}\n"
             for log in reversed(logs)
         )
+        return "".join(text.splitlines(keepends=True)[-lines:]) if count > lines else text

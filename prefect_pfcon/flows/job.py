@@ -13,6 +13,7 @@ from prefect_pfcon.flows.delete import delete_flow
 from prefect_pfcon.flows.plugin import DEFAULT_COMPUTE_BLOCK, plugin_flow
 from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
 from prefect_pfcon.flows.upload import upload_flow
+from prefect_pfcon.job_secrets import seal
 from prefect_pfcon.models import ChrisJob, CopyJob, DeleteJob, UploadJob
 
 
@@ -55,7 +56,7 @@ def job_flow(
         if storage.requires_copy_job:
             copy_flow(job=CopyJob(jid=jid, input_dirs=job.input_dirs, output_dir=job.output_dir),
                       storage_block=storage_block)
-        plugin_flow(job=job.plugin_job(jid), storage_block=storage_block, compute_block=compute_block)
+        plugin_flow(job=seal(job.plugin_job(jid)), storage_block=storage_block, compute_block=compute_block)
         if storage.requires_upload_job:
             upload_flow(job=UploadJob(jid=jid, job_output_path=job.output_dir), storage_block=storage_block)
         outputs = len(storage.output_files(job.plugin_job(jid)))

@@ -16,6 +16,7 @@ from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
 from prefect_pfcon.flows.logs import logs_shipped_on_exit
 from prefect_pfcon.flows.naming import run_name
 from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
+from prefect_pfcon.job_secrets import unsealed_env
 from prefect_pfcon.models import JobStep, PluginJob
 from prefect_pfcon.tasks.artifacts import publish_outputs
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -37,14 +38,15 @@ def removed_by_client() -> bool:
 
 
 def container_job(job: PluginJob, storage: StorageBlock, compute: ComputeBlock, run_id: str) -> ContainerJob:
-    """The container a plugin job needs, with mounts in the engine's view of the storeBase."""
+    """The container a plugin job needs, with mounts in the engine's view of the storeBase and
+    the job's real (unsealed) env."""
     mounts = storage.plugin_mounts(job)
     mounts.outgoing.mkdir(parents=True, exist_ok=True)
     return ContainerJob(
         name=JobStep.PLUGIN.container_name(job.jid),
         image=job.image,
         command=build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type),
-        env=compute.plugin_env(job.env),
+        env=unsealed_env(job),
         cpu_limit=job.cpu_limit,
         memory_limit=job.memory_limit,
         gpu_limit=job.gpu_limit,
@@ -67,7 +69,7 @@ def plugin_flow(
         spec = container_job(job, storage, compute, str(flow_run.id))
         launch_container(compute, spec, str(flow_run.id))
         try:
-            exit_code = watch_container(compute, spec.name)
+            exit_code = watch_container(compute, spec)
         except ComputeError:
             if removed_by_client():
                 return Cancelled(message="Removed by a client DELETE")

@@ -6,6 +6,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
+from prefect_pfcon.job_secrets import mask, masked_values
+from prefect_pfcon.tasks.log_records import grouped_lines
 
 
 @task(name="launch-container", cache_policy=NO_CACHE)
@@ -28,11 +30,13 @@ def launch_container(compute: ComputeBlock, job: ContainerJob, flow_run_id: str)
 
 
 @task(name="watch-container", cache_policy=NO_CACHE)
-def watch_container(compute: ComputeBlock, name: str) -> int:
-    """Stream the container's output into this run's logs; return its exit code."""
+def watch_container(compute: ComputeBlock, job: ContainerJob) -> int:
+    """Stream the container's output into this run's logs, the job's env values masked, lines
+    that come together as one record; return its exit code."""
     logger = get_run_logger()
-    for line in compute.follow_logs(name):
-        logger.info(line)
-    exit_code = compute.wait(name)
-    logger.info("Container %s exited with code %d", name, exit_code)
+    secrets = masked_values(job.env)
+    for lines in grouped_lines(compute.follow_logs(job.name)):
+        logger.info("\n".join(mask(line, secrets) for line in lines))
+    exit_code = compute.wait(job.name)
+    logger.info("Container %s exited with code %d", job.name, exit_code)
     return exit_code

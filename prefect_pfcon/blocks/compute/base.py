@@ -30,7 +30,8 @@ class ComputeUnavailable(ComputeError):
 
 @dataclass(frozen=True)
 class ContainerJob:
-    """Everything a backend needs to run one plugin container."""
+    """Everything a backend needs to run one plugin container; ``env`` is the job's own
+    entries (secret: never in a manifest, script or log), the backend adds ``plugin_env``'s."""
 
     name: str
     image: str
@@ -111,7 +112,7 @@ class ComputeBlock(Block, ABC):
         return {"container_env": self.container_env, "compute_volume_type": self.compute_volume_type}
 
     def plugin_env(self, env: list[str]) -> list[str]:
-        """The plugin's environment: exactly the client's list, plus the HOME workaround."""
+        """The plugin's environment: exactly the client's list, then the HOME workaround."""
         return [*env, "HOME=/tmp"] if self.enable_home_workaround else list(env)
 
     def labels_of(self, job: ContainerJob) -> dict[str, str]:

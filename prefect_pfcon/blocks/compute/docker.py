@@ -20,6 +20,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerUser,
 )
 from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
+from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
@@ -107,7 +108,7 @@ class DockerCompute(DockerEngineBlock):
             "image": job.image,
             "command": job.command,
             "name": job.name,
-            "environment": job.env,
+            "environment": self.plugin_env(job.env),
             "labels": self.labels_of(job),
             "network_mode": self.network_mode,
             "volumes": {
@@ -159,13 +160,7 @@ class DockerCompute(DockerEngineBlock):
         return raw.decode("utf-8", errors="replace")
 
     def follow_logs(self, name: str) -> Iterator[str]:
-        pending = b""
-        for chunk in self.client.api.logs(name, stream=True, follow=True):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            yield from (line.decode("utf-8", errors="replace") for line in lines)
-        if pending:
-            yield pending.decode("utf-8", errors="replace")
+        yield from split_lines(self.client.api.logs(name, stream=True, follow=True))
 
     @engine_call
     def wait(self, name: str) -> int:

@@ -1,4 +1,8 @@
-"""Kubernetes compute: each plugin container runs as a batch/v1 Job named after the jid."""
+"""Kubernetes compute: each plugin container runs as a batch/v1 Job named after the jid.
+
+The Job's env values are in a Secret (``<jid>-env``, owned by the Job); its manifest names
+only the Secret's keys.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import (
+    JID_LABEL,
     JOB_TYPE_LABEL,
     ZERO_TIME,
     ComputeBlock,
@@ -22,6 +27,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
+from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
@@ -154,7 +160,7 @@ class KubernetesCompute(ComputeBlock):
             image=job.image,
             image_pull_policy=self.image_pull_policy,
             command=job.command,
-            env=[client.V1EnvVar(name=key, value=value) for key, _, value in (e.partition("=") for e in job.env)],
+            env=self._env_refs(job),
             resources=client.V1ResourceRequirements(limits=limits, requests=limits),
             volume_mounts=mounts,
             security_context=client.V1SecurityContext(
@@ -165,10 +171,28 @@ class KubernetesCompute(ComputeBlock):
             ),
         )
 
-    def manifest(self, job: ContainerJob) -> client.V1Job:
-        """The batch/v1 Job of a plugin container."""
+    def _env_refs(self, job: ContainerJob) -> list[client.V1EnvVar]:
+        """The container's env: each entry's name, its value read from the job's Secret."""
+        return [
+            client.V1EnvVar(name=entry.partition("=")[0], value_from=client.V1EnvVarSource(
+                secret_key_ref=client.V1SecretKeySelector(name=env_secret_name(job.name), key=f"env-{index}")))
+            for index, entry in enumerate(self.plugin_env(job.env))
+        ]
+
+    def _labels(self, job: ContainerJob) -> dict[str, str]:
         labels = {**self.labels_of(job), JOB_TYPE_LABEL_K8S: job.labels.get(JOB_TYPE_LABEL, "plugin")}
         labels.pop(JOB_TYPE_LABEL, None)
+        return labels
+
+    def env_secret(self, job: ContainerJob) -> client.V1Secret:
+        """The Secret holding the values of the job's env entries (keys ``env-<index>``)."""
+        values = {f"env-{index}": entry.partition("=")[2] for index, entry in enumerate(self.plugin_env(job.env))}
+        metadata = client.V1ObjectMeta(name=env_secret_name(job.name), labels=self._labels(job))
+        return client.V1Secret(metadata=metadata, type="Opaque", string_data=values)
+
+    def manifest(self, job: ContainerJob) -> client.V1Job:
+        """The batch/v1 Job of a plugin container (its env values are in ``env_secret``)."""
+        labels = self._labels(job)
         volumes = [self._volume()]
         if self.shm_size:
             volumes.append(client.V1Volume(name="shm", empty_dir=client.V1EmptyDirVolumeSource(
@@ -200,10 +224,40 @@ class KubernetesCompute(ComputeBlock):
         return client.V1Job(metadata=client.V1ObjectMeta(name=job.name, labels=labels), spec=spec)
 
     def submit(self, job: ContainerJob) -> None:
+        """Create the env Secret, then the Job, then make the Job the Secret's owner (the
+        Secret goes when the Job goes)."""
+        manifest = self.manifest(job)
+        self._put_env_secret(job)
         try:
-            self.batch.create_namespaced_job(self.namespace, self.manifest(job))
+            created = self.batch.create_namespaced_job(self.namespace, manifest)
         except ApiException as error:
+            self._delete_env_secret(job.name)
             raise ComputeError(f"Kubernetes refused the Job: {_reason(error)}") from None
+        owner = client.V1OwnerReference(api_version="batch/v1", kind="Job", name=job.name, uid=created.metadata.uid)
+        self.core.patch_namespaced_secret(env_secret_name(job.name), self.namespace,
+                                          {"metadata": {"ownerReferences": [owner]}})
+
+    def _put_env_secret(self, job: ContainerJob) -> None:
+        """Create the job's env Secret; one an earlier attempt left is replaced, any other
+        Secret of that name is never touched."""
+        secret = self.env_secret(job)
+        try:
+            self.core.create_namespaced_secret(self.namespace, secret)
+            return
+        except ApiException as error:
+            if error.status != 409:
+                raise ComputeError(f"Kubernetes refused the Job's env Secret: {_reason(error)}") from None
+        existing = self.core.read_namespaced_secret(secret.metadata.name, self.namespace)
+        if (existing.metadata.labels or {}).get(JID_LABEL) != job.labels.get(JID_LABEL):
+            raise ComputeError(f"A Secret named {secret.metadata.name} that is not this job's exists")
+        self.core.replace_namespaced_secret(secret.metadata.name, self.namespace, secret)
+
+    def _delete_env_secret(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_secret(env_secret_name(name), self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     # ----- observing ---------------------------------------------------------------------
 
@@ -258,13 +312,7 @@ class KubernetesCompute(ComputeBlock):
         if pod is None:
             return
         stream = self.core.read_namespaced_pod_log(pod, self.namespace, follow=True, _preload_content=False)
-        pending = b""
-        for chunk in stream.stream(amt=4096):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            yield from (line.decode("utf-8", errors="replace") for line in lines)
-        if pending:
-            yield pending.decode("utf-8", errors="replace")
+        yield from split_lines(stream.stream(amt=4096))
 
     def _started_pod(self, name: str) -> str | None:
         """The Job's first pod once it runs or ended (logs exist then), ``None`` if the Job ends without one."""
@@ -293,7 +341,9 @@ class KubernetesCompute(ComputeBlock):
         raise ComputeError(f"Kubernetes Job {name} failed: {state.message}")
 
     def remove(self, name: str) -> None:
-        """Delete the Job and its pods (foreground propagation; running pods are killed)."""
+        """Delete the Job, its pods (foreground propagation; running pods are killed) and its
+        env Secret."""
+        self._delete_env_secret(name)
         try:
             self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Foreground")
         except ApiException as error:
@@ -309,6 +359,11 @@ class KubernetesCompute(ComputeBlock):
         deadline = time.monotonic() + REMOVE_TIMEOUT_SECONDS
         while self._job(name) is not None and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
+
+
+def env_secret_name(name: str) -> str:
+    """The Secret of a Job's env values."""
+    return f"{name}-env"
 
 
 def _reason(error: ApiException) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import time
@@ -31,13 +32,33 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
-from prefect_pfcon.models import JobStatus
+from prefect_pfcon.blocks.compute.lines import MAX_LINE_BYTES, split_lines
+from prefect_pfcon.job_secrets import MASK, MASKED_MIN_CHARS
+from prefect_pfcon.models import JobStatus, PluginJob
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING
 
 WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
 ACTIVE_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}
 POLL_SECONDS = 0.5
 CONTAINER_VAR = "$CONTAINER"  # the script names the container after the jid and the Slurm job id
+READ_BYTES = 1024 * 1024
+# Copies stdin to stdout with every value in `masked` replaced by MASK, with bash builtins only
+# (no value on a command line); lines over MAX_LINE_BYTES go in pieces of that size, so memory
+# stays bounded, and a value is masked where it lies within one piece.
+MASK_FUNCTION = f"""mask() {{
+  local piece status size value
+  if [ "${{#masked[@]}}" -eq 0 ]; then cat; return; fi
+  while true; do
+    IFS= read -r -n {MAX_LINE_BYTES} piece; status=$?
+    [ "$status" -ne 0 ] && [ -z "$piece" ] && return 0
+    size=${{#piece}}
+    for value in "${{masked[@]}}"; do piece=${{piece//"$value"/{MASK}}}; done
+    if [ "$status" -eq 0 ] && [ "$size" -lt {MAX_LINE_BYTES} ]; then printf '%s\\n' "$piece"
+    else printf '%s' "$piece"; fi
+    [ "$status" -ne 0 ] && return 0
+  done
+}}
+"""
 
 
 class SlurmJob(NamedTuple):
@@ -143,8 +164,9 @@ class SlurmCompute(ComputeBlock):
     # ----- submitting --------------------------------------------------------------------
 
     def run_command(self, job: ContainerJob) -> list[str]:
-        """The runtime's ``run`` command for the plugin (the name is set by the script)."""
-        command = [self.runtime, "run", "--name", CONTAINER_VAR, "--network", self.network_mode]
+        """The runtime's ``create`` command for the plugin (the name is set by the script; the
+        env comes from the job's env file)."""
+        command = [self.runtime, "create", "--name", CONTAINER_VAR, "--network", self.network_mode]
         command += ["-v", f"{job.incoming}:{INCOMING}:ro", "-v", f"{job.outgoing}:{OUTGOING}:rw"]
         if not self.ignore_limits:
             memory = f"{job.memory_limit}m"
@@ -160,23 +182,38 @@ class SlurmCompute(ComputeBlock):
             command += ["--group-add", user.gid]
         for key, value in {**self.job_labels, **job.labels}.items():
             command += ["--label", f"{key}={value}"]
-        for entry in job.env:
-            command += ["--env", entry]
+        command += ["--env-file", str(self._path(job.name, ".env"))]
         return [*command, *self.runtime_options, job.image, *job.command]
 
     def batch_script(self, job: ContainerJob) -> str:
-        """The batch script: run the container, record its exit code and whether it ran out
-        of memory, remove it; stop it if the Slurm job is cancelled or times out."""
-        run = " ".join(f'"{part}"' if part == CONTAINER_VAR else shlex.quote(part) for part in self.run_command(job))
+        """The batch script: create the container from the env file, delete the file, run the
+        container with its output masked, record its exit code and whether it ran out of
+        memory, remove it; stop it if the Slurm job is cancelled or times out."""
+        create = " ".join(f'"{part}"' if part == CONTAINER_VAR else shlex.quote(part) for part in self.run_command(job))
         runtime = shlex.quote(self.runtime)
         return (
             "#!/bin/bash\n"
             f"# prefect-pfcon plugin job {job.name}\n"
+            "LC_ALL=C\n"
             f'CONTAINER={shlex.quote(job.name)}-slurm-"$SLURM_JOB_ID"\n'
-            f"trap '{runtime} rm -f \"$CONTAINER\" >/dev/null 2>&1; exit 143' TERM INT\n"
-            f"{run} &\n"
-            "wait $!\n"
+            f"ENV_FILE={shlex.quote(str(self._path(job.name, '.env')))}\n"
+            f"trap 'rm -f \"$ENV_FILE\"; {runtime} rm -f \"$CONTAINER\" >/dev/null 2>&1; exit 143' TERM INT\n"
+            f"{MASK_FUNCTION}"
+            'mapfile -t entries < "$ENV_FILE"\n'
+            "masked=()\n"
+            f"for i in {' '.join(map(str, _longest_values_first(job.env)))}; do\n"
+            '  value=${entries[i]#*=}\n'
+            f'  [ "${{#value}}" -ge {MASKED_MIN_CHARS} ] && masked+=("$value")\n'
+            "done\n"
+            f"{create} >/dev/null\n"
             "code=$?\n"
+            'rm -f "$ENV_FILE"\n'
+            'if [ "$code" -eq 0 ]; then\n'
+            "  set -o pipefail\n"
+            f'  {{ {runtime} start -a "$CONTAINER" 2>&1 | mask; }} &\n'
+            "  wait $!\n"
+            "  code=$?\n"
+            "fi\n"
             f"oom=$({runtime} inspect --format '{{{{.State.OOMKilled}}}}' \"$CONTAINER\" 2>/dev/null)\n"
             f'{runtime} rm -f "$CONTAINER" >/dev/null 2>&1\n'
             f'echo "$code ${{oom:-false}}" > {shlex.quote(str(self._path(job.name, ".exit")))}\n'
@@ -198,18 +235,39 @@ class SlurmCompute(ComputeBlock):
                 command.append(f"{option}={value}")
         return [*command, *self.sbatch_options, str(self._path(job.name, ".sbatch"))]
 
+    def plugin_post_error(self, job: PluginJob) -> str | None:
+        """Env values must fit on one line of the env file."""
+        broken = [entry.partition("=")[0] for entry in job.env if "\n" in entry or "\r" in entry]
+        if broken:
+            return f"env: values must not contain line breaks with Slurm compute ({', '.join(broken)})"
+        return super().plugin_post_error(job)
+
     def submit(self, job: ContainerJob) -> None:
-        Path(self.work_dir).mkdir(parents=True, exist_ok=True)
-        for stale in (".log", ".exit"):
+        work_dir = Path(self.work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.chmod(0o700)
+        for stale in (".log", ".exit", ".env"):
             self._path(job.name, stale).unlink(missing_ok=True)
+        self._write_env_file(job)
         script = self._path(job.name, ".sbatch")
         script.write_text(self.batch_script(job))
         result = subprocess.run(self.sbatch_command(job), capture_output=True, text=True, check=False)
         if result.returncode != 0:
+            self._path(job.name, ".env").unlink(missing_ok=True)
             raise ComputeError(f"sbatch refused the job: {result.stderr.strip()}")
         record = {"job_id": result.stdout.strip().split(";")[0], "labels": {**self.job_labels, **job.labels},
                   "memory_limit": None if self.ignore_limits else job.memory_limit}
         self._path(job.name, ".json").write_text(json.dumps(record))
+
+    def _write_env_file(self, job: ContainerJob) -> None:
+        """The container's env, one entry a line, readable by this user only; the job's own
+        entries come first (the script masks their values)."""
+        entries = self.plugin_env(job.env)
+        if any("\n" in entry or "\r" in entry for entry in entries):
+            raise ComputeError("Env values with line breaks cannot be passed to a Slurm job")
+        fd = os.open(self._path(job.name, ".env"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as env_file:
+            env_file.write("".join(f"{entry}\n" for entry in entries))
 
     # ----- observing ---------------------------------------------------------------------
 
@@ -267,24 +325,24 @@ class SlurmCompute(ComputeBlock):
             return ""
 
     def follow_logs(self, name: str) -> Iterator[str]:
-        position, pending = 0, b""
+        yield from split_lines(self._log_chunks(name))
+
+    def _log_chunks(self, name: str) -> Iterator[bytes]:
+        """The job's output file as it grows, until the job ended."""
+        position = 0
         while True:
             finished = self._finished(name)
             try:
                 with self._path(name, ".log").open("rb") as output:
                     output.seek(position)
-                    data = output.read()
+                    while data := output.read(READ_BYTES):
+                        yield data
                     position = output.tell()
             except FileNotFoundError:
-                data = b""
-            pending += data
-            *lines, pending = pending.split(b"\n")
-            yield from (line.decode("utf-8", errors="replace") for line in lines)
+                pass
             if finished:
                 break
             time.sleep(POLL_SECONDS)
-        if pending:
-            yield pending.decode("utf-8", errors="replace")
 
     def _finished(self, name: str) -> bool:
         state = self.state(name)
@@ -309,8 +367,13 @@ class SlurmCompute(ComputeBlock):
         if record is None:
             return
         _run(["scancel", record["job_id"]])
-        for suffix in (".json", ".sbatch", ".log", ".exit"):
+        for suffix in (".json", ".sbatch", ".log", ".exit", ".env"):
             self._path(name, suffix).unlink(missing_ok=True)
+
+
+def _longest_values_first(env: list[str]) -> list[int]:
+    """Indices of ``env``'s entries, longest value first (the order values are masked in)."""
+    return sorted(range(len(env)), key=lambda index: -len(env[index].partition("=")[2]))
 
 
 def _run(command: list[str]) -> str:

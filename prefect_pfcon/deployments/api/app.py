@@ -42,6 +42,7 @@ from prefect_pfcon.deployments.outbox import Outbox
 from prefect_pfcon.deployments.publisher import RunPublisher
 from prefect_pfcon.deployments.runner import EmbeddedRunner
 from prefect_pfcon.deployments.runs import JobRuns, ParametersTooLarge, RunRefused
+from prefect_pfcon.job_secrets import job_secrets_key
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.settings import PfconSettings
 
@@ -113,6 +114,7 @@ def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) ->
                 current,
                 publisher,
                 {"storage": settings.storage_block, "compute": settings.compute_block},
+                job_secrets_key(settings.state_dir, create=True),
             )
             deployment_ids = [(await runs.deployment(step)).id for step in JobStep]
             background = [

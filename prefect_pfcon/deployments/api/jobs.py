@@ -12,6 +12,7 @@ from uuid import UUID
 import anyio
 from anyio import to_thread
 from cachetools import LRUCache
+from cryptography.fernet import Fernet
 from prefect.client.schemas.objects import FlowRun
 
 from prefect_pfcon.blocks.compute import ComputeBlock
@@ -29,6 +30,7 @@ from prefect_pfcon.deployments.current_runs import CurrentRuns
 from prefect_pfcon.deployments.outbox import RunRequest
 from prefect_pfcon.deployments.publisher import RunPublisher
 from prefect_pfcon.deployments.runs import JobRuns, check_parameter_size, is_removed
+from prefect_pfcon.job_secrets import SealError, mask, masked_values, seal, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
 from prefect_pfcon.tasks.archives import BadArchive, iter_zip
 from prefect_pfcon.tasks.command import build_plugin_command
@@ -72,6 +74,7 @@ class JobService:
         current: CurrentRuns,
         publisher: RunPublisher,
         block_names: dict[str, str],
+        env_key: Fernet,
     ) -> None:
         self.storage = storage
         self.compute = compute
@@ -79,6 +82,7 @@ class JobService:
         self._current = current
         self._publisher = publisher
         self._block_names = block_names
+        self._env_key = env_key
         self._final_logs: LRUCache[UUID, str] = LRUCache(maxsize=1000)
 
     # ----- reading -------------------------------------------------------------------
@@ -122,10 +126,17 @@ class JobService:
             image, cmd = step_identity(step)
         logs = ""
         if with_logs and container_logs is not None:
-            logs = await to_thread.run_sync(container_logs, jid)
+            logs = mask(await to_thread.run_sync(container_logs, jid), self._masked_values(run))
         elif with_logs and status is not JobStatus.NOT_STARTED:
             logs = await self._run_logs(run)
         return compute_object(jid, image, cmd, status, message, timestamp, logs)
+
+    def _masked_values(self, run: FlowRun) -> list[str]:
+        """The env values of a plugin run, to mask in its container's logs."""
+        try:
+            return masked_values(unsealed_env(PluginJob.model_validate(run.parameters["job"]), self._env_key))
+        except SealError:  # sealed elsewhere (another API's key): its values are unknown here
+            return []
 
     async def _run_logs(self, run: FlowRun) -> str:
         """The run's log tail, kept once the run ended a while ago (its last lines are in)."""
@@ -200,7 +211,7 @@ class JobService:
         except BadArchive as exc:
             return error(400, f"data_file: {exc}")
         cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
-        compute = await self._schedule(JobStep.PLUGIN, job, job.image, cmd)
+        compute = await self._schedule(JobStep.PLUGIN, seal(job, self._env_key), job.image, cmd)
         return Answer(201, {"data": data, "compute": compute})
 
     def plugin_request_error(self, job: PluginJob, data_file: BinaryIO | None) -> Answer | None:
