@@ -106,7 +106,7 @@ class SwarmCompute(DockerEngineBlock):
         return ContainerSpec(
             image=job.image,
             command=job.command,
-            env=job.env,
+            env=self.plugin_env(job.env),
             user=(f"{user.uid}:{user.gid}" if user.gid else user.uid) if user and user.uid else None,
             labels=self.labels_of(job),
             mounts=mounts,
