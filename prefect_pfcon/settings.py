@@ -59,6 +59,7 @@ class PfconSettings(BaseSettings):
     ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
     remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
+    pids_limit: int = Field(1024, ge=0, validation_alias="PFCON_PIDS_LIMIT")
 
     slurm_work_dir: Path | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
     slurm_runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")

@@ -24,6 +24,7 @@ from typing import ClassVar, NamedTuple
 from pydantic import Field
 
 from prefect_pfcon.blocks.compute.base import (
+    PLUGIN_CAPABILITIES,
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
@@ -143,8 +144,14 @@ class SlurmCompute(ComputeBlock):
     # ----- submitting --------------------------------------------------------------------
 
     def run_command(self, job: ContainerJob) -> list[str]:
-        """The runtime's ``run`` command for the plugin (the name is set by the script)."""
+        """The runtime's ``run`` command for the plugin (the name is set by the script); the
+        image and its command come after ``--``, so neither can be taken for an option."""
         command = [self.runtime, "run", "--name", CONTAINER_VAR, "--network", self.network_mode]
+        command += ["--security-opt", "no-new-privileges", "--cap-drop", "ALL"]
+        for capability in PLUGIN_CAPABILITIES:
+            command += ["--cap-add", capability]
+        if self.pids_limit:
+            command += ["--pids-limit", str(self.pids_limit)]
         command += ["-v", f"{job.incoming}:{INCOMING}:ro", "-v", f"{job.outgoing}:{OUTGOING}:rw"]
         if not self.ignore_limits:
             memory = f"{job.memory_limit}m"
@@ -162,7 +169,7 @@ class SlurmCompute(ComputeBlock):
             command += ["--label", f"{key}={value}"]
         for entry in job.env:
             command += ["--env", entry]
-        return [*command, *self.runtime_options, job.image, *job.command]
+        return [*command, *self.runtime_options, "--", job.image, *job.command]
 
     def batch_script(self, job: ContainerJob) -> str:
         """The batch script: run the container, record its exit code and whether it ran out
