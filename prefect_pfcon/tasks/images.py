@@ -32,12 +32,10 @@ REFERENCE = re.compile(
 def image_reference(value: str) -> str:
     """``value`` if it is a valid image reference; raises ``ValueError`` saying why not."""
     if len(value) > REFERENCE_MAX_LENGTH:
-        raise ValueError(f"image reference longer than {REFERENCE_MAX_LENGTH} characters")
+        raise ValueError(f"{value[:40]!r}... is not a valid image reference (over {REFERENCE_MAX_LENGTH} characters)")
     match = REFERENCE.fullmatch(value)
     if match is None:
-        raise ValueError(
-            f"{value!r} is not a valid image reference ([registry/]lowercase/name[:tag][@digest])"
-        )
+        raise ValueError(f"{value!r} is not a valid image reference ([registry/]lowercase/name[:tag][@digest])")
     if len(match["name"]) > NAME_MAX_LENGTH:
-        raise ValueError(f"image name longer than {NAME_MAX_LENGTH} characters")
+        raise ValueError(f"{value[:40]!r}... is not a valid image reference (name over {NAME_MAX_LENGTH} characters)")
     return value
