@@ -179,6 +179,11 @@ def test_special_files_are_never_linked_or_copied(tmp_path):
             assert not os.path.lexists(tmp_path / "placed")
     place_file(tmp_path / "file", tmp_path / "placed", hardlink=False)
     assert (tmp_path / "placed").read_text() == "f"
+    (tmp_path / "other").write_text("other")
+    os.symlink(tmp_path / "file", tmp_path / "trap")  # a destination that is a symlink is not written through
+    with pytest.raises(OSError):
+        place_file(tmp_path / "other", tmp_path / "trap", hardlink=False)
+    assert (tmp_path / "file").read_text() == "f"
 
 
 @pytest.mark.parametrize("name", ["home/alice/feed/in/../../../../x", "home/alice/feed/in//x", "home/./x"])

@@ -48,7 +48,7 @@ def test_destinations_stay_in_their_directory(tmp_path):
     confined = ConfinedDir(incoming, "incoming")
     assert confined.destination("sub/a.txt") == str(incoming / "sub/a.txt")
     assert confined.destination("new/dir/b.txt") == str(incoming / "new/dir/b.txt")
-    for name in ("up/x.txt", "up"):
+    for name in ("up/x.txt", "up/deeper/x.txt"):
         with pytest.raises(UnsafePathError, match="resolves outside incoming"):
             confined.destination(name)
     with pytest.raises(UnsafePathError):

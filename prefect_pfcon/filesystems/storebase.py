@@ -32,8 +32,8 @@ def place_file(source: str | Path, destination: str | Path, hardlink: bool) -> N
     """Hard-link (if asked and possible) or copy the regular file ``source`` to
     ``destination`` (whose directory exists); anything else raises ``SpecialFileError``.
 
-    Neither a link nor a copy follows a symlink, and a copy never opens a device or a FIFO
-    for reading more than the size the regular file had when opened.
+    Neither a link nor a copy follows a symlink (at either end); a copy never opens a device
+    or a FIFO, and reads no more than the size the regular file had when opened.
     """
     if hardlink:
         try:
@@ -52,15 +52,16 @@ def place_file(source: str | Path, destination: str | Path, hardlink: bool) -> N
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise SpecialFileError(source)
-        with open(destination, "wb") as copy:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with open(os.open(destination, flags, 0o600), "wb") as copy:
             offset = 0
             while offset < info.st_size:
                 sent = os.sendfile(copy.fileno(), original.fileno(), offset, info.st_size - offset)
                 if not sent:
                     break
                 offset += sent
-    os.chmod(destination, stat.S_IMODE(info.st_mode))
-    os.utime(destination, ns=(info.st_atime_ns, info.st_mtime_ns))
+            os.fchmod(copy.fileno(), stat.S_IMODE(info.st_mode))
+            os.utime(copy.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 class StoreBaseFileSystem(DirFileSystem):

@@ -45,7 +45,7 @@ def plain_relative_name(name: str) -> str:
 class ConfinedDir:
     """Paths under one local directory, refused if they (through any symlink) resolve
     outside it. Real paths of parent directories are remembered, so checking many files of
-    one directory costs one ``lstat`` each."""
+    one directory costs one ``lstat`` each, and a new file's destination none."""
 
     def __init__(self, root: str | Path, label: str | None = None) -> None:
         self.root = os.path.realpath(root)
@@ -58,15 +58,25 @@ class ConfinedDir:
         if not rel:
             return self.root
         path = os.path.join(self.root, rel)
+        real = os.path.realpath(path) if os.path.islink(path) else self._real_parent(path, rel)
+        self._check(real, rel)
+        return path
+
+    def destination(self, name: str) -> str:
+        """Where a new file ``name`` (a plain relative name) goes: its directory must resolve
+        inside the root (the file itself is created there, never followed)."""
+        path = os.path.join(self.root, plain_relative_name(name))
+        self._check(self._real_parent(path, name), name)
+        return path
+
+    def _real_parent(self, path: str, rel: str) -> str:
+        """``path`` with its directory's symlinks resolved."""
         parent = os.path.dirname(path)
         real_parent = self._real_parents.get(parent)
         if real_parent is None:
             real_parent = self._real_parents[parent] = os.path.realpath(parent)
-        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, os.path.basename(path))
+        return os.path.join(real_parent, os.path.basename(path))
+
+    def _check(self, real: str, rel: str) -> None:
         if not (real == self.root or real.startswith(self._prefix)):
             raise UnsafePathError(f"Path {rel!r} resolves outside {self.label}")
-        return path
-
-    def destination(self, name: str) -> str:
-        """Where the file ``name`` (a plain relative name) goes under the root."""
-        return self.join(plain_relative_name(name))
