@@ -206,3 +206,4 @@ def test_staged_inputs_reach_the_plugin_with_the_capabilities_it_keeps(service: 
     client.submit_job(JobType.PLUGIN, jid, plugin_descriptors(output_dir))  # cp -r of the inputs as root
     assert wait_status(client, JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
     assert tree(service.store_base / output_dir) == sorted([*FSLINK_STAGED, "new.txt"])
+    assert raw(service, "DELETE", f"pluginjobs/{jid}/").status_code == 204
