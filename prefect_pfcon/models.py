@@ -8,9 +8,14 @@ values, which are sealed (``prefect_pfcon.job_secrets``).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from prefect_pfcon.tasks.images import image_reference
+
+ImageReference = Annotated[str, AfterValidator(image_reference)]
+"""An image reference, refused unless it follows the image reference grammar."""
 
 
 class JobStep(str, Enum):
@@ -75,7 +80,7 @@ class PluginJob(Limits):
     """Parameters of a plugin step: run a ChRIS plugin container."""
 
     jid: str = Field(description="Job id given by the client; also the container name.")
-    image: str = Field(description="Plugin container image.")
+    image: ImageReference = Field(description="Plugin container image.")
     entrypoint: list[str] = Field(description="Command prefix, e.g. ['simpledsapp'].")
     args: list[str] = Field(default_factory=list, description="Plugin arguments.")
     args_path_flags: list[str] = Field(
@@ -116,7 +121,7 @@ class DeleteJob(Limits):
 class PluginSpec(BaseModel):
     """A ChRIS plugin and how to run it (the fields CUBE sends in a plugin POST)."""
 
-    image: str = Field(description="Plugin image on the compute backend, e.g. fnndsc/pl-simpledsapp.")
+    image: ImageReference = Field(description="Plugin image on the compute backend, e.g. fnndsc/pl-simpledsapp.")
     entrypoint: list[str] = Field(description="Command prefix, e.g. ['simpledsapp'].")
     args: list[str] = Field(default_factory=list, description="Plugin arguments, e.g. ['--prefix', 'le'].")
     args_path_flags: list[str] = Field(

@@ -82,6 +82,7 @@ class PfconSettings(BaseSettings):
     legacy_wait_seconds: float = Field(600, gt=0, validation_alias="PFCON_LEGACY_WAIT_SECONDS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
     swarm_gpu_resource: str = Field("NVIDIA-GPU", validation_alias="PFCON_SWARM_GPU_RESOURCE")
+    pids_limit: int = Field(1024, ge=0, validation_alias="PFCON_PIDS_LIMIT")
 
     slurm_work_dir: Path | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
     slurm_runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")

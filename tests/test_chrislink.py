@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import stat
 from pathlib import Path
 
 import pytest
 
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
 from prefect_pfcon.filesystems import StoreBaseFileSystem
-from prefect_pfcon.filesystems.storebase import place_file
+from prefect_pfcon.filesystems.storebase import SpecialFileError, place_file
 from prefect_pfcon.tasks.chrislink import InvalidInputPath, expand_links, stage_inputs
 from prefect_pfcon.tasks.paths import UnsafePathError
 
@@ -136,3 +138,63 @@ def test_staging_again_replaces_the_previous_inputs(store):
     (storage.incoming("again") / "stale.txt").write_text("from an earlier attempt")
     assert storage.stage_in(job) == 4  # a retried copy: same inputs, nothing stale, no error
     assert tree(storage.incoming("again")) == FSLINK_STAGED
+
+
+@pytest.mark.parametrize("content", ["", "\n", ".", "/", "./", "//", "proj", "proj/data/", "proj/./data", "proj//data"])
+def test_link_to_the_storage_root_or_an_ancestor_of_an_input_is_refused(store, content):
+    (store / "proj/data/in").mkdir(parents=True)
+    (store / "proj/data/in/a.txt").write_text("a")
+    (store / "proj/data/in/up.chrislink").write_text(content)
+    with pytest.raises(InvalidInputPath, match="Invalid input path: "):
+        stage(store, ["proj/data/in"])
+    assert tree(store / "key-j" / "incoming") == []
+
+
+def test_link_targets_are_canonical_storage_paths(store):
+    (store / "only").mkdir()
+    (store / "only" / "f.chrislink").write_text("SHARED//data/./s2.txt")
+    assert stage(store, ["only"]) == (1, ["SHARED_data/s2.txt"])
+
+
+def test_fifos_sockets_and_devices_are_not_staged(store):
+    inputs = store / "home/alice/feed/in"
+    os.mkfifo(inputs / "fifo")
+    os.mknod(inputs / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(inputs / "sock"))
+        for hardlink in (True, False):
+            shutil.rmtree(store / "key-j", ignore_errors=True)
+            assert stage(store, ["home/alice/feed/in"], hardlink=hardlink) == (4, FSLINK_STAGED)
+
+
+def test_special_files_are_never_linked_or_copied(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    os.mknod(tmp_path / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    (tmp_path / "file").write_text("f")
+    os.symlink(tmp_path / "file", tmp_path / "symlink")
+    for name in ("fifo", "zero", "symlink"):
+        for hardlink in (True, False):
+            with pytest.raises(SpecialFileError, match="is not a regular file"):
+                place_file(tmp_path / name, tmp_path / "placed", hardlink=hardlink)
+            assert not os.path.lexists(tmp_path / "placed")
+    place_file(tmp_path / "file", tmp_path / "placed", hardlink=False)
+    assert (tmp_path / "placed").read_text() == "f"
+    (tmp_path / "other").write_text("other")
+    os.symlink(tmp_path / "file", tmp_path / "trap")  # a destination that is a symlink is not written through
+    with pytest.raises(OSError):
+        place_file(tmp_path / "other", tmp_path / "trap", hardlink=False)
+    assert (tmp_path / "file").read_text() == "f"
+
+
+@pytest.mark.parametrize("name", ["home/alice/feed/in/../../../../x", "home/alice/feed/in//x", "home/./x"])
+def test_storage_names_that_are_not_plain_are_refused(tmp_path, name):
+    class Listing(StoreBaseFileSystem):
+        """The storeBase, plus one file name as an object store may list it."""
+
+        def find(self, path, **kwargs):
+            return [*super().find(path, **kwargs), name]
+
+    make_fslink_fixture(tmp_path / "store")
+    with pytest.raises(UnsafePathError, match="is not a plain relative path"):
+        stage_inputs(Listing(tmp_path / "store"), ["home"], "out", tmp_path / "incoming")
+    assert tree(tmp_path / "incoming") == []

@@ -56,6 +56,11 @@ def test_janitor_removes_only_what_clients_deleted(service: Service, docker_clie
                                            name=f"foreign-{uuid.uuid4().hex[:6]}",
                                            labels={FLOW_RUN_LABEL: str(uuid.uuid4()),
                                                    "org.chrisproject.job_type": "plugin"})
+    # and one carrying the removed run's id, but not our jid label: not ours either
+    orphan_run = docker_client.api.inspect_container(f"{orphan_jid}-left")["Config"]["Labels"][FLOW_RUN_LABEL]
+    impostor = docker_client.containers.run("local/busybox:test", "true", detach=True, network_mode="none",
+                                            name=f"impostor-{uuid.uuid4().hex[:6]}",
+                                            labels={FLOW_RUN_LABEL: orphan_run, "org.chrisproject.job_type": "plugin"})
     try:
         for job_type in (JobType.COPY, JobType.PLUGIN):
             client.delete_job(job_type, orphan_jid)
@@ -70,6 +75,7 @@ def test_janitor_removes_only_what_clients_deleted(service: Service, docker_clie
         assert docker_client.api.inspect_container(kept)["State"]["Status"] == "exited"  # a live job's container
         unlabelled.reload()  # raises if the janitor removed it
         foreign.reload()
+        impostor.reload()
     finally:
-        unlabelled.remove(force=True)
-        foreign.remove(force=True)
+        for container in (unlabelled, foreign, impostor):
+            container.remove(force=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from compute_jobs import make_key_dir, plugin_job
-from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, KubernetesCompute
+from compute_jobs import BUSYBOX, make_key_dir, plugin_job
+from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, ForeignContainer, KubernetesCompute
+from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL
 from prefect_pfcon.models import JobStatus
 
 
@@ -103,3 +105,27 @@ def test_pvc_manifest_uses_sub_paths_of_the_claim(kubernetes: KubernetesCompute,
     assert container.resources.limits == {"nvidia.com/gpu": "2"}  # IGNORE_LIMITS keeps GPUs only
     assert (container.security_context.run_as_user, container.security_context.run_as_group) == (1001, 2002)
     assert pod.node_selector == {"gpu": "yes"} and pod.image_pull_secrets[0].name == "regcred"
+
+
+def test_a_job_not_ours_is_left_alone(kubernetes: KubernetesCompute, store: Path):
+    name = f"k8s-{uuid.uuid4().hex[:8]}"
+    container = client.V1Container(name=name, image=BUSYBOX, image_pull_policy="Never", command=["sleep", "300"])
+    stranger = client.V1Job(metadata=client.V1ObjectMeta(name=name), spec=client.V1JobSpec(
+        backoff_limit=0, template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
+            restart_policy="Never", containers=[container]))))
+    kubernetes.batch.create_namespaced_job("default", stranger)  # a Job of the jid's name, without our labels
+    try:
+        with pytest.raises(ForeignContainer, match=f"A container named {name} exists and was not created"):
+            kubernetes.own_state(name, name)
+        assert kubernetes.remove_own(name, name) is False
+        assert kubernetes.state(name) is not None
+    finally:
+        kubernetes.remove(name)
+    jid = f"k8s-ours-{uuid.uuid4().hex[:6]}"
+    ours = container_job(store, "echo ours", name=jid, labels={"org.chrisproject.jid": jid, FLOW_RUN_LABEL: "run-1"})
+    kubernetes.submit(ours)
+    manifest = kubernetes.batch.read_namespaced_job(ours.name, "default").spec.template.spec.containers[0]
+    assert manifest.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert kubernetes.wait(ours.name) == 0
+    assert kubernetes.remove_own(ours.name, ours.name) is True
+    assert kubernetes.state(ours.name) is None

@@ -4,7 +4,13 @@ import os
 
 import pytest
 
-from prefect_pfcon.tasks.paths import UnsafePathError, normalize_storage_path, resolve_in_store
+from prefect_pfcon.tasks.paths import (
+    ConfinedDir,
+    UnsafePathError,
+    normalize_storage_path,
+    plain_relative_name,
+    resolve_in_store,
+)
 
 
 @pytest.mark.parametrize("raw, clean", [("/home/a/", "home/a"), (" x ", "x"), ("/", ""), ("a//b", "a//b")])
@@ -27,3 +33,23 @@ def test_resolve_inside_and_symlink_escape(tmp_path):
     assert resolve_in_store(store, "inner") == store / "in"
     with pytest.raises(UnsafePathError):
         resolve_in_store(store, "up")
+
+
+@pytest.mark.parametrize("name", ["", "/a", "a//b", "a/", "../a", "a/../b", "a/./b", ".", "a\x00b"])
+def test_names_that_are_not_plain_are_refused(name):
+    with pytest.raises(UnsafePathError, match="not a plain relative path"):
+        plain_relative_name(name)
+
+
+def test_destinations_stay_in_their_directory(tmp_path):
+    incoming = tmp_path / "incoming"
+    (incoming / "sub").mkdir(parents=True)
+    os.symlink(tmp_path, incoming / "up")
+    confined = ConfinedDir(incoming, "incoming")
+    assert confined.destination("sub/a.txt") == str(incoming / "sub/a.txt")
+    assert confined.destination("new/dir/b.txt") == str(incoming / "new/dir/b.txt")
+    for name in ("up/x.txt", "up/deeper/x.txt"):
+        with pytest.raises(UnsafePathError, match="resolves outside incoming"):
+            confined.destination(name)
+    with pytest.raises(UnsafePathError):
+        confined.destination("/etc/passwd")

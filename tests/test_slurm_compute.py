@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SlurmCompute
-from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL
+from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL, ForeignContainer
 from prefect_pfcon.blocks.compute.slurm import SlurmJob, describe, exit_code, job_status, parse_exit_file
 from prefect_pfcon.models import JobStatus
+from test_hardening import CONFINED_SCRIPT
 
 BUSYBOX = "local/busybox:test"
 REPO = Path(__file__).resolve().parents[1]
@@ -222,3 +224,41 @@ def test_batch_script_runs_the_container_isolated(session_tmp: Path, mounts):
     job = container_job(mounts, "true")
     assert "--memory" not in unlimited.batch_script(job)
     assert not any(part.startswith(("--mem=", "--cpus-per-task")) for part in unlimited.sbatch_command(job))
+
+
+def test_the_image_is_never_an_option_and_plugins_are_confined(slurm: SlurmCompute, mounts):
+    """``--`` ends the runtime's options: an image that looks like one is refused by the
+    runtime (the API never lets one through); the plugin keeps few capabilities and a pids limit."""
+    command = slurm.run_command(container_job(mounts, "true"))
+    assert command[command.index("--") + 1:] == [BUSYBOX, "sh", "-c", "true"]
+    for option in (["--security-opt", "no-new-privileges"], ["--cap-drop", "ALL"], ["--pids-limit", "1024"]):
+        assert any(command[i:i + 2] == option for i in range(len(command)))
+    hostile = ContainerJob(**{**container_job(mounts, "true").__dict__, "image": "--privileged"})
+    slurm.submit(hostile)
+    assert slurm.wait(hostile.name) == 125
+    assert "invalid reference format" in slurm.logs(hostile.name)
+    confined = SlurmCompute(work_dir=slurm.work_dir, pids_limit=20)
+    job = container_job(mounts, CONFINED_SCRIPT)
+    confined.submit(job)
+    assert confined.wait(job.name) == 0
+    lines = confined.logs(job.name).splitlines()
+    assert lines[0] == "mknod-refused" and lines[-1] == "done", lines
+    assert 1 < int(lines[1].removeprefix("processes=")) <= 20  # 201 without the limit
+
+
+def test_a_slurm_job_record_not_ours_is_left_alone(slurm: SlurmCompute, mounts):
+    job = container_job(mounts, "echo running; sleep 600")
+    slurm.submit(job)
+    record = slurm._record(job.name)
+    try:
+        foreign = {**record, "labels": {}}  # a record of the jid's name without our labels
+        slurm._path(job.name, ".json").write_text(json.dumps(foreign))
+        with pytest.raises(ForeignContainer, match=f"A container named {job.name} exists and was not created"):
+            slurm.own_state(job.name, job.name)
+        assert slurm.remove_own(job.name, job.name) is False
+        assert slurm.state(job.name).status in (JobStatus.NOT_STARTED, JobStatus.STARTED)  # not cancelled
+    finally:
+        slurm._path(job.name, ".json").write_text(json.dumps(record))
+    assert slurm.remove_own(job.name, job.name) is True
+    assert slurm.state(job.name) is None
+    assert containers_left(job.name) == []

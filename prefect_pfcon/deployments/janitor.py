@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from anyio import to_thread
 
+from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL
 from prefect_pfcon.deployments.api.jobs import JobService
 
 logger = logging.getLogger("prefect_pfcon.janitor")
@@ -34,9 +35,10 @@ class Janitor:
         compute, storage = self.jobs.compute, self.jobs.storage
         if not compute.remove_jobs:
             return containers, key_dirs
-        for name, run_id in (await to_thread.run_sync(compute.ended_jobs)).items():
-            if await self.jobs.runs.removed(run_id):
-                await to_thread.run_sync(compute.remove, name)
+        for name, labels in (await to_thread.run_sync(compute.ended_jobs)).items():
+            if await self.jobs.runs.removed(labels[FLOW_RUN_LABEL]) and await to_thread.run_sync(
+                compute.remove_own, name, labels[JID_LABEL]
+            ):
                 containers.append(name)
         for jid in await to_thread.run_sync(storage.key_dir_jids, self.grace_seconds):
             if await self.jobs.forgotten(jid):

@@ -94,6 +94,7 @@ def compute_from_settings(settings: PfconSettings) -> ComputeBlock:
         logs_tail=settings.job_logs_tail,
         ignore_limits=settings.ignore_limits,
         remove_jobs=settings.remove_jobs,
+        pids_limit=settings.pids_limit or None,
         **_compute_backend_options(settings),
     )
 

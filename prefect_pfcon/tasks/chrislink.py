@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,13 @@ from fsspec.spec import AbstractFileSystem
 
 from prefect_pfcon.filesystems.storebase import place_file
 from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
-from prefect_pfcon.tasks.paths import UnsafePathError, is_within, normalize_storage_path
+from prefect_pfcon.tasks.paths import (
+    ConfinedDir,
+    UnsafePathError,
+    is_within,
+    normalize_storage_path,
+    plain_relative_name,
+)
 from prefect_pfcon.tasks.transfer import download
 from prefect_pfcon.tasks.trees import copy_tree, remove_tree
 
@@ -32,15 +39,21 @@ logger = logging.getLogger("prefect_pfcon.staging")
 
 
 class InvalidInputPath(ValueError):
-    """A link target that is the job's output dir or one of its ancestors."""
+    """A link target that is the storage root, the job's output dir or one of its
+    ancestors, or an ancestor of one of its input dirs."""
 
     def __init__(self, target: str) -> None:
         super().__init__(f"Invalid input path: {target}")
 
 
 def parse_link(content: bytes) -> str:
-    """A link file's target, as a normalized storage path."""
-    return normalize_storage_path(content.decode("utf-8"))
+    """A link file's target, as a canonical storage path (``.`` for the storage root)."""
+    return posixpath.normpath(normalize_storage_path(content.decode("utf-8")))
+
+
+def _is_ancestor(target: str, path: str) -> bool:
+    """Whether the storage path ``target`` is ``path`` or one of its ancestors."""
+    return target == "." or (path + "/").startswith(target + "/")
 
 
 # ----- phase A ------------------------------------------------------------------------------
@@ -52,6 +65,7 @@ class _Collection:
 
     fs: AbstractFileSystem
     output_dir: str
+    input_dirs: list[str]
     files: dict[str, None] = field(default_factory=dict)
     links: int = 0
 
@@ -76,12 +90,14 @@ class _Collection:
 
     def _take(self, rel: str, visited: list[str]) -> str | None:
         """Record a file; a link's target if it is one not collected yet."""
-        self.files[rel] = None
+        self.files[plain_relative_name(rel)] = None
         if not rel.endswith(CHRISLINK_SUFFIX):
             return None
         self.links += 1
         target = parse_link(self.fs.cat_file(rel))
-        if (self.output_dir + "/").startswith(target.rstrip("/") + "/"):
+        if _is_ancestor(target, self.output_dir) or any(
+            target != input_dir and _is_ancestor(target, input_dir) for input_dir in self.input_dirs
+        ):
             raise InvalidInputPath(target)
         if any(target.startswith(seen) for seen in visited):
             return None
@@ -186,22 +202,25 @@ def stage_inputs(
     """Stage ``input_dirs`` of ``fs`` into ``incoming`` as pfcon's copy does; pfcon's ``nfiles``.
 
     ``fs`` takes storage-relative paths. Raises ``FileNotFoundError`` for a missing input
-    dir, ``InvalidInputPath`` for a link to the output dir or an ancestor of it, and
-    ``UnsafePathError`` for anything that would leave the storage.
+    dir, ``InvalidInputPath`` for a link to the storage root, the output dir or an ancestor
+    of it, or an ancestor of an input dir, and ``UnsafePathError`` for anything that would
+    leave the storage or ``incoming`` (such as an object named with ``..`` or ``//``).
     """
-    output = normalize_storage_path(output_dir)
+    output = posixpath.normpath(normalize_storage_path(output_dir))
+    rels = [normalize_storage_path(input_dir) for input_dir in input_dirs]
+    canonical_inputs = [posixpath.normpath(rel) for rel in rels]
     incoming.mkdir(parents=True, exist_ok=True)
+    destinations = ConfinedDir(incoming, "the job's incoming dir")
     pairs: dict[str, str] = {}
     links = 0
-    for input_dir in input_dirs:
-        rel = normalize_storage_path(input_dir)
+    for rel in rels:
         if not fs.exists(rel):
             raise FileNotFoundError(f"Input path not found in the storage: {rel}")
-        collection = _Collection(fs, output)
+        collection = _Collection(fs, output, canonical_inputs)
         collection.collect(rel, [rel])
         links += collection.links
         for file_rel in collection.files:
-            pairs.setdefault(file_rel, os.path.join(incoming, _incoming_name(file_rel, rel)))
+            pairs.setdefault(file_rel, destinations.destination(_incoming_name(file_rel, rel)))
     download(fs, list(pairs.items()), workers)
     logger.info("%d files fetched from the storage", len(pairs))
     expand_links(incoming)

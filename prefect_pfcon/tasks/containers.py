@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
+from prefect_pfcon.blocks.compute.base import JID_LABEL
 from prefect_pfcon.job_secrets import mask, masked_values
 from prefect_pfcon.tasks.log_records import grouped_lines
 
@@ -14,10 +15,11 @@ from prefect_pfcon.tasks.log_records import grouped_lines
 def launch_container(compute: ComputeBlock, job: ContainerJob, flow_run_id: str) -> bool:
     """Start the job's container; re-attach (return ``True``) if this flow run already did.
 
-    A container of the same name left by an earlier, replaced attempt is removed first.
+    A container of the same name left by an earlier, replaced attempt is removed first; one
+    prefect-pfcon did not create for this jid raises ``ForeignContainer`` and stays.
     """
     logger = get_run_logger()
-    existing = compute.state(job.name)
+    existing = compute.own_state(job.name, job.labels.get(JID_LABEL, ""))
     if existing is not None and existing.flow_run_id == flow_run_id:
         logger.info("Re-attaching to container %s (%s)", job.name, existing.message)
         return True

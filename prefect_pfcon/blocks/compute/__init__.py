@@ -6,6 +6,7 @@ from prefect_pfcon.blocks.compute.base import (
     ComputeUnavailable,
     ContainerJob,
     ContainerState,
+    ForeignContainer,
 )
 from prefect_pfcon.blocks.compute.docker import DockerCompute
 from prefect_pfcon.blocks.compute.kubernetes import KubernetesCompute
@@ -24,6 +25,7 @@ __all__ = [
     "ContainerJob",
     "ContainerState",
     "DockerCompute",
+    "ForeignContainer",
     "KubernetesCompute",
     "SlurmCompute",
     "SwarmCompute",

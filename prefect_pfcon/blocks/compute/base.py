@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +18,10 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
 JID_LABEL = "org.chrisproject.jid"
 FLOW_RUN_LABEL = "io.prefect.flow-run-id"
+PLUGIN_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+"""The only capabilities plugin containers keep (all others are dropped): a plugin running
+as root may read inputs of any owner, chown/chmod what it writes and switch to another user.
+No MKNOD (device nodes), NET_RAW, SETFCAP, SETPCAP, SYS_CHROOT, KILL, AUDIT_WRITE, FSETID."""
 
 
 class ComputeError(RuntimeError):
@@ -26,6 +30,21 @@ class ComputeError(RuntimeError):
 
 class ComputeUnavailable(ComputeError):
     """The backend cannot be reached (down or restarting): try again later."""
+
+
+class ForeignContainer(ComputeError):
+    """A container (Job, Slurm job) has the job's name but prefect-pfcon did not create it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"A container named {name} exists and was not created by prefect-pfcon; "
+            "remove it or use another jid"
+        )
+
+
+def is_ours(labels: Mapping[str, str], jid: str) -> bool:
+    """Whether a container's labels say prefect-pfcon created it for ``jid``."""
+    return bool(jid) and labels.get(JID_LABEL) == jid and bool(labels.get(FLOW_RUN_LABEL))
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,9 @@ class ComputeBlock(Block, ABC):
     logs_tail: int = Field(1000, description="Lines of logs in a status answer (JOB_LOGS_TAIL).")
     ignore_limits: bool = Field(False, description="Do not set cpu/memory limits (IGNORE_LIMITS).")
     remove_jobs: bool = Field(True, description="DELETE removes containers (REMOVE_JOBS).")
+    pids_limit: int | None = Field(
+        1024, ge=1, description="Most processes a plugin container may run (PFCON_PIDS_LIMIT; none: no limit)."
+    )
 
     def server_info(self) -> dict[str, str]:
         """The compute part of pfcon's server-info answer."""
@@ -152,7 +174,27 @@ class ComputeBlock(Block, ABC):
         """Remove the container, killing it if it runs; no error if absent."""
         raise NotImplementedError
 
-    def ended_jobs(self) -> dict[str, str]:
-        """Plugin containers prefect-pfcon started that have ended: name → flow run id
-        (for the janitor; backends whose jobs clean themselves up return none)."""
+    def own_state(self, name: str, jid: str) -> ContainerState | None:
+        """``state(name)``; raises ``ForeignContainer`` if that container exists but is not
+        the one prefect-pfcon created for ``jid``."""
+        state = self.state(name)
+        if state is not None and not is_ours(state.labels, jid):
+            raise ForeignContainer(name)
+        return state
+
+    def remove_own(self, name: str, jid: str) -> bool:
+        """Remove the container ``name`` only if prefect-pfcon created it for ``jid``;
+        whether it did (anyone else's container is left alone)."""
+        try:
+            state = self.own_state(name, jid)
+        except ForeignContainer:
+            return False
+        if state is None:
+            return False
+        self.remove(name)
+        return True
+
+    def ended_jobs(self) -> dict[str, Mapping[str, str]]:
+        """Plugin containers prefect-pfcon started that have ended: name → labels (for the
+        janitor; backends whose jobs clean themselves up return none)."""
         return {}

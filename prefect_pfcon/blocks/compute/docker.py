@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 
@@ -12,7 +12,9 @@ from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import (
     FLOW_RUN_LABEL,
+    JID_LABEL,
     JOB_TYPE_LABEL,
+    PLUGIN_CAPABILITIES,
     ZERO_TIME,
     ComputeError,
     ContainerJob,
@@ -116,7 +118,12 @@ class DockerCompute(DockerEngineBlock):
                 str(job.outgoing): {"bind": OUTGOING, "mode": "rw"},
             },
             "detach": True,
+            "security_opt": ["no-new-privileges"],
+            "cap_drop": ["ALL"],
+            "cap_add": list(PLUGIN_CAPABILITIES),
         }
+        if self.pids_limit:
+            kwargs["pids_limit"] = self.pids_limit
         if not self.ignore_limits:
             memory = f"{job.memory_limit}m"
             kwargs.update(nano_cpus=job.cpu_limit * 10**6, mem_limit=memory, memswap_limit=memory)
@@ -177,8 +184,9 @@ class DockerCompute(DockerEngineBlock):
             pass
 
     @engine_call
-    def ended_jobs(self) -> dict[str, str]:
+    def ended_jobs(self) -> dict[str, Mapping[str, str]]:
         containers = self.client.api.containers(
-            all=True, filters={"label": [FLOW_RUN_LABEL, f"{JOB_TYPE_LABEL}=plugin"], "status": "exited"}
+            all=True,
+            filters={"label": [FLOW_RUN_LABEL, JID_LABEL, f"{JOB_TYPE_LABEL}=plugin"], "status": "exited"},
         )
-        return {container["Names"][0].lstrip("/"): container["Labels"][FLOW_RUN_LABEL] for container in containers}
+        return {container["Names"][0].lstrip("/"): container["Labels"] for container in containers}

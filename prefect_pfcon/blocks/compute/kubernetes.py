@@ -166,6 +166,7 @@ class KubernetesCompute(ComputeBlock):
             security_context=client.V1SecurityContext(
                 allow_privilege_escalation=False,
                 capabilities=client.V1Capabilities(drop=["ALL"]),
+                seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
                 run_as_user=int(user.uid) if user and user.uid else None,
                 run_as_group=int(user.gid) if user and user.gid else None,
             ),

@@ -25,6 +25,7 @@ from typing import ClassVar, NamedTuple
 from pydantic import Field
 
 from prefect_pfcon.blocks.compute.base import (
+    PLUGIN_CAPABILITIES,
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
@@ -165,8 +166,14 @@ class SlurmCompute(ComputeBlock):
 
     def run_command(self, job: ContainerJob) -> list[str]:
         """The runtime's ``create`` command for the plugin (the name is set by the script; the
-        env comes from the job's env file)."""
+        env comes from the job's env file); the image and its command come after ``--``, so
+        neither can be taken for an option."""
         command = [self.runtime, "create", "--name", CONTAINER_VAR, "--network", self.network_mode]
+        command += ["--security-opt", "no-new-privileges", "--cap-drop", "ALL"]
+        for capability in PLUGIN_CAPABILITIES:
+            command += ["--cap-add", capability]
+        if self.pids_limit:
+            command += ["--pids-limit", str(self.pids_limit)]
         command += ["-v", f"{job.incoming}:{INCOMING}:ro", "-v", f"{job.outgoing}:{OUTGOING}:rw"]
         if not self.ignore_limits:
             memory = f"{job.memory_limit}m"
@@ -183,7 +190,7 @@ class SlurmCompute(ComputeBlock):
         for key, value in {**self.job_labels, **job.labels}.items():
             command += ["--label", f"{key}={value}"]
         command += ["--env-file", str(self._path(job.name, ".env"))]
-        return [*command, *self.runtime_options, job.image, *job.command]
+        return [*command, *self.runtime_options, "--", job.image, *job.command]
 
     def batch_script(self, job: ContainerJob) -> str:
         """The batch script: create the container from the env file, delete the file, run the

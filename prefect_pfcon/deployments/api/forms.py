@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
+from prefect_pfcon.tasks.images import image_reference
+
 MISSING = "Missing required parameter in the post body"
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_JID_LENGTH = 63  # the shortest name limit of the backends (Docker, Slurm, Kubernetes)
@@ -95,7 +97,7 @@ PLUGIN_FIELDS = [
     FormField("number_of_workers", int, required=True),
     *_limits(None, None, required=True),
     FormField("gpu_limit", int, required=True),
-    FormField("image", required=True),
+    FormField("image", image_reference, required=True),
     FormField("entrypoint", required=True, many=True),
     FormField("type", required=True, choices=("fs", "ds", "ts")),
     FormField("env", many=True),

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from prefect.client.schemas.objects import FlowRun
 
 from prefect_pfcon.blocks.compute import ComputeBlock
-from prefect_pfcon.blocks.compute.base import JID_LABEL, ZERO_TIME
+from prefect_pfcon.blocks.compute.base import ZERO_TIME
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.deployments.api.status import (
     compute_object,
@@ -345,12 +345,7 @@ class JobService:
         if run is not None:
             self._current.record(step, jid, await self.runs.remove(run))
         if step is JobStep.PLUGIN:
-            await to_thread.run_sync(self._remove_own_container, jid)
-
-    def _remove_own_container(self, name: str) -> None:
-        state = self.compute.state(name)
-        if state is not None and state.labels.get(JID_LABEL) == name:
-            self.compute.remove(name)
+            await to_thread.run_sync(self.compute.remove_own, step.container_name(jid), jid)
 
     async def output_listing(self, jid: str, job_output_path: str) -> Answer:
         """GET pluginjobs/<jid>/file/ in-network: the output file list."""
