@@ -64,6 +64,8 @@ def test_plugin_runs_as_a_service_without_network(swarm: SwarmCompute, store: Pa
     assert spec["Labels"] == labels and template["ContainerSpec"]["Labels"] == labels
     assert [(m["Target"], m["Source"], m.get("ReadOnly", False)) for m in template["ContainerSpec"]["Mounts"]] == [
         ("/share/incoming", str(store / "incoming"), True), ("/share/outgoing", str(store / "outgoing"), False)]
+    assert template["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
+    assert template["ContainerSpec"]["CapabilityAdd"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
     lines = list(swarm.follow_logs(job.name))
     assert [line for line in lines if line != "oops"] == ["start", "hello=world", "read-only", "lo", "done"]
     assert "oops" in lines  # stderr too, ordered by when the engine read it (not always where it was written)

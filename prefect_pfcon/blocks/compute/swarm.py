@@ -4,7 +4,7 @@ task that is never restarted (pfcon's CONTAINER_ENV=swarm)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -14,7 +14,9 @@ from pydantic import Field
 
 from prefect_pfcon.blocks.compute.base import (
     FLOW_RUN_LABEL,
+    JID_LABEL,
     JOB_TYPE_LABEL,
+    PLUGIN_CAPABILITIES,
     ComputeError,
     ContainerJob,
     ContainerState,
@@ -107,6 +109,8 @@ class SwarmCompute(DockerEngineBlock):
             image=job.image,
             command=job.command,
             env=self.plugin_env(job.env),
+            cap_drop=["ALL"],
+            cap_add=list(PLUGIN_CAPABILITIES),
             user=(f"{user.uid}:{user.gid}" if user.gid else user.uid) if user and user.uid else None,
             labels=self.labels_of(job),
             mounts=mounts,
@@ -247,10 +251,11 @@ class SwarmCompute(DockerEngineBlock):
             pass
 
     @engine_call
-    def ended_jobs(self) -> dict[str, str]:
-        services = self.client.api.services(filters={"label": [FLOW_RUN_LABEL, f"{JOB_TYPE_LABEL}=plugin"]})
+    def ended_jobs(self) -> dict[str, Mapping[str, str]]:
+        services = self.client.api.services(
+            filters={"label": [FLOW_RUN_LABEL, JID_LABEL, f"{JOB_TYPE_LABEL}=plugin"]}
+        )
         ended: set[str] = {
             task["ServiceID"] for task in self.client.api.tasks() if task["Status"]["State"] in TASK_ENDED
         }
-        return {service["Spec"]["Name"]: service["Spec"]["Labels"][FLOW_RUN_LABEL]
-                for service in services if service["ID"] in ended}
+        return {service["Spec"]["Name"]: service["Spec"]["Labels"] for service in services if service["ID"] in ended}
