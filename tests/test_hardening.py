@@ -108,6 +108,24 @@ def test_a_container_not_ours_is_never_removed(service: Service, docker_client, 
 # ----- confined staging --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("step", "form", "reason"),
+    [
+        ("copyjobs/", {"input_dirs": "/", "output_dir": "home/h3/out"}, "input_dirs: Path '/' is the whole storeBase"),
+        ("copyjobs/", {"input_dirs": "key-other/incoming", "output_dir": "home/h3/out"},
+         "input_dirs: Path 'key-other/incoming' is inside a job's key dir"),
+        ("copyjobs/", {"input_dirs": "home/h3", "output_dir": "."}, "output_dir: Path '.' is the whole storeBase"),
+        ("uploadjobs/", {"job_output_path": "key-other"}, "job_output_path: Path 'key-other' is inside a job's key dir"),
+    ],
+    ids=["input-root", "input-key-dir", "output-root", "upload-key-dir"],
+)
+def test_job_paths_naming_every_file_or_a_key_dir_are_400(swift_service: Service, step: str, form: dict, reason: str):
+    jid = h3_jid()
+    answer = raw(swift_service, "POST", step, data={"jid": jid, **form})
+    assert (answer.status_code, answer.json()) == (400, {"message": reason})
+    assert not (swift_service.store_base / f"key-{jid}").exists()
+
+
 @pytest.mark.parametrize("content", ["", ".", "/", "home/h3", "home/h3/links/./"],
                          ids=["empty", "dot", "slash", "ancestor", "ancestor-dot"])
 def test_links_to_the_storage_root_or_an_input_ancestor_are_refused(service: Service, content: str):

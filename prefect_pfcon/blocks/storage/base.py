@@ -21,6 +21,9 @@ from prefect_pfcon.tasks.paths import UnsafePathError, resolve_in_store
 from prefect_pfcon.tasks.trees import remove_tree
 
 
+KEY_DIR_PREFIX = "key-"
+
+
 class UnsafeJobIdError(UnsafePathError):
     """A jid that cannot name a key dir (``/``, ``.``, ``..``, empty)."""
 
@@ -77,11 +80,21 @@ class StorageBlock(Block, ABC):
         """A client-given storage path, confined to the storeBase."""
         return resolve_in_store(self.root, rel)
 
+    def check_job_path(self, rel: str) -> None:
+        """Refuse a path a job may not name as its input or output: one leaving the storeBase,
+        the whole storeBase (every user's files and every job's key dir), or inside a key dir
+        (another job's scratch area)."""
+        real = self.resolve(rel)
+        if real == self.root:
+            raise UnsafePathError(f"Path {rel!r} is the whole storeBase")
+        if real.relative_to(self.root).parts[0].startswith(KEY_DIR_PREFIX):
+            raise UnsafePathError(f"Path {rel!r} is inside a job's key dir")
+
     def key_dir(self, jid: str) -> Path:
         """``<storeBase>/key-<jid>``, the job's scratch area."""
         if not jid or "/" in jid or jid in (".", ".."):
             raise UnsafeJobIdError(f"Invalid job id: {jid!r}")
-        return self.root / f"key-{jid}"
+        return self.root / f"{KEY_DIR_PREFIX}{jid}"
 
     def incoming(self, jid: str) -> Path:
         """``key-<jid>/incoming``: the staged inputs."""
@@ -170,9 +183,9 @@ class StorageBlock(Block, ABC):
         """jids of the key dirs under the storeBase not modified for ``older_than_seconds``."""
         cutoff = time.time() - older_than_seconds
         return [
-            entry.name.removeprefix("key-")
+            entry.name.removeprefix(KEY_DIR_PREFIX)
             for entry in os.scandir(self.root)
-            if entry.name.startswith("key-") and entry.is_dir(follow_symlinks=False)
+            if entry.name.startswith(KEY_DIR_PREFIX) and entry.is_dir(follow_symlinks=False)
             and entry.stat(follow_symlinks=False).st_mtime < cutoff
         ]
 

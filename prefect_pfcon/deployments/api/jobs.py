@@ -186,7 +186,7 @@ class JobService:
     def _path_error(self, field: str, *paths: str) -> Answer | None:
         for path in paths:
             try:
-                self.storage.resolve(path)
+                self.storage.check_job_path(path)
             except UnsafePathError as exc:
                 return error(400, f"{field}: {exc}")
         return None
