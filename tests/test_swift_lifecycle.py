@@ -6,14 +6,12 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from pfconclient.client import JobType
 
-from conftest import Service, raw, wait_status
+from conftest import Service, raw, storage_block_fields, wait_status
 from fixtures_tree import FSLINK_FIXTURE, FSLINK_STAGED, tree
 from swift_objects import seed, swift_container
 from test_fslink_lifecycle import new_jid, plugin_descriptors, prefect_runs
@@ -139,28 +137,8 @@ def test_link_to_output_ancestor_is_refused(swift_service: Service, objects):
     assert copy["message"] == "Invalid input path: home/eve"
 
 
-@contextmanager
-def storage_block_key(service: Service, key: str) -> Iterator[None]:
-    """Change the saved storage block's Swift key (as an operator would in the Prefect UI)."""
-    found = service.prefect("post", "/block_documents/filter", json={
-        "block_documents": {"name": {"any_": ["swift-storage"]}}, "include_secrets": True}).json()
-    document = found[0]
-    original = document["data"]["key"]
-
-    def set_key(value: str) -> None:
-        response = service.prefect("patch", f"/block_documents/{document['id']}",
-                                   json={"data": {"key": value}, "merge_existing_data": True})
-        response.raise_for_status()
-
-    set_key(key)
-    try:
-        yield
-    finally:
-        set_key(original)
-
-
 def test_wrong_swift_key_is_a_readable_error(swift_service: Service, objects):
-    with storage_block_key(swift_service, "not-the-key"):
+    with storage_block_fields(swift_service, "swift-storage", key="not-the-key"):
         copy = run_copy(swift_service, new_jid(), ["home/alice/feed/in"], "home/alice/feed/out")
     assert copy["status"] == "finishedWithError"
     assert copy["message"] == "Swift: Auth GET failed (401 Unauthorized)"
