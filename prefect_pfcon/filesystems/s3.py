@@ -1,8 +1,10 @@
 """S3 object storage through s3fs (fsspec's S3 filesystem), set up for any S3-compatible server.
 
 Paths are ``<bucket>/<key>``. Requests use path-style addressing and send checksums only where
-the API requires them (botocore's default CRC headers are refused by many non-AWS servers);
-nothing is cached between calls, since other processes write the same bucket.
+the API requires them (botocore's default CRC headers are refused by many non-AWS servers).
+Listings are never cached (other processes write the same bucket); the filesystem itself, with
+its client and connections, is reused for the same endpoint, keys and settings (fsspec's
+instance cache), since creating an S3 client takes a few hundred milliseconds.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ def s3_filesystem(
         },
         max_concurrency=max_concurrency,
         use_listings_cache=False,
-        skip_instance_cache=True,
     )
 
 
