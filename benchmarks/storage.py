@@ -67,14 +67,26 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def median_of(repeats: int, action: Callable[[int], object], cleanup: Callable[[], object]) -> float:
-    samples = []
+@dataclass(frozen=True)
+class Contender:
+    """One side of a comparison: ``action(run)`` is timed after ``cleanup()``."""
+
+    action: Callable[[int], object]
+    cleanup: Callable[[], object] = lambda: None
+
+
+def paired_medians(repeats: int, ours: Contender, peer: Contender) -> tuple[float, float]:
+    """Median seconds of ``repeats`` runs of each side, the two sides taking turns (the machine
+    is shared: load that drifts over a minute then weighs on both sides alike)."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for run in range(repeats):
-        cleanup()
-        os.sync()  # no write-back of an earlier run inside this one's timing
-        samples.append(timed(lambda: action(run)))
-    cleanup()
-    return statistics.median(samples)
+        for side, times in zip((ours, peer), samples):
+            side.cleanup()
+            os.sync()  # no write-back of an earlier run inside this one's timing
+            times.append(timed(lambda: side.action(run)))
+    ours.cleanup()
+    peer.cleanup()
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def report(label: str, dataset: Dataset, seconds: float, peer: str, peer_seconds: float) -> None:
@@ -119,8 +131,7 @@ class ObjectBench:
             subprocess.run(self.cli_upload(outgoing, f"cli-{tag}-{run}"), cwd=outgoing, check=True,
                            stdout=subprocess.DEVNULL)
 
-        out_ours = median_of(self.repeats, ours_out, lambda: None)
-        out_cli = median_of(self.repeats, cli_out, lambda: None)
+        out_ours, out_cli = paired_medians(self.repeats, Contender(ours_out), Contender(cli_out))
         report(f"{self.label} stage-out (upload)", dataset, out_ours, "cli", out_cli)
 
         incoming = self.storage.incoming("bench-in")
@@ -132,8 +143,11 @@ class ObjectBench:
         def cli_in(run: int) -> None:
             subprocess.run(self.cli_download(f"ours-{tag}-0", cli_dir), check=True, stdout=subprocess.DEVNULL)
 
-        in_ours = median_of(self.repeats, ours_in, lambda: shutil.rmtree(incoming, ignore_errors=True))
-        in_cli = median_of(self.repeats, cli_in, lambda: shutil.rmtree(cli_dir, ignore_errors=True))
+        in_ours, in_cli = paired_medians(
+            self.repeats,
+            Contender(ours_in, lambda: shutil.rmtree(incoming, ignore_errors=True)),
+            Contender(cli_in, lambda: shutil.rmtree(cli_dir, ignore_errors=True)),
+        )
         report(f"{self.label} stage-in (download)", dataset, in_ours, "cli", in_cli)
         for name in objects.find(""):
             if tag in name:
@@ -214,9 +228,12 @@ def fslink_bench(work: Path, dataset: Dataset, repeats: int, workers: int) -> No
     for hardlink in (False, True):
         storage = FSLinkStorage(store_base=str(store), transfer_workers=workers, hardlink_inputs=hardlink)
         incoming = storage.incoming(job.jid)
-        ours = median_of(repeats, lambda run: storage.stage_in(job), lambda: shutil.rmtree(incoming, ignore_errors=True))
-        cp = median_of(repeats, lambda run: subprocess.run(["cp", "-a", str(source), str(target)], check=True),
-                       lambda: shutil.rmtree(target, ignore_errors=True))
+        ours, cp = paired_medians(
+            repeats,
+            Contender(lambda run: storage.stage_in(job), lambda: shutil.rmtree(incoming, ignore_errors=True)),
+            Contender(lambda run: subprocess.run(["cp", "-a", str(source), str(target)], check=True),
+                      lambda: shutil.rmtree(target, ignore_errors=True)),
+        )
         report(f"fslink copy ({'hard links' if hardlink else 'byte copies'})", dataset, ours, "cp", cp)
 
 

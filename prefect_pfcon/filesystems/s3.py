@@ -9,22 +9,42 @@ instance cache), since creating an S3 client takes a few hundred milliseconds.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from fsspec.callbacks import DEFAULT_CALLBACK
 from s3fs import S3FileSystem
 
 MAX_ATTEMPTS = 3
 """botocore's attempts per request (s3fs retries a failed connection a few times more)."""
+PART_BYTES = 8 * 2**20
+"""Ranges and parts a large object moves in (s3fs's own 50 MiB, times its concurrency, would
+hold half a gigabyte per object in memory)."""
+MAX_PARTS = 1000
+"""Most parts of one upload that every server takes (Swift's s3api: 1000; AWS: 10,000)."""
+
+
+class BoundedS3FileSystem(S3FileSystem):
+    """s3fs moving large objects in ``PART_BYTES`` pieces, so memory stays bounded."""
+
+    async def _put_file(
+        self, lpath: str, rpath: str, callback: Any = DEFAULT_CALLBACK, chunksize: int | None = None, **kwargs: Any
+    ) -> None:
+        if chunksize is None and os.path.isfile(lpath):
+            chunksize = max(PART_BYTES, math.ceil(os.path.getsize(lpath) / MAX_PARTS))
+        await super()._put_file(lpath, rpath, callback=callback, chunksize=chunksize, **kwargs)
 
 
 def s3_filesystem(
     endpoint_url: str, access_key: str, secret_key: str, region_name: str, *, max_concurrency: int = 10
-) -> S3FileSystem:
+) -> BoundedS3FileSystem:
     """An S3 filesystem for one endpoint and key pair; ``max_concurrency`` parts of a large
     object move at once."""
-    return S3FileSystem(
+    return BoundedS3FileSystem(
         key=access_key,
         secret=secret_key,
         endpoint_url=endpoint_url,
@@ -36,6 +56,7 @@ def s3_filesystem(
             "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         },
         max_concurrency=max_concurrency,
+        default_block_size=PART_BYTES,
         use_listings_cache=False,
     )
 
