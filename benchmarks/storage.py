@@ -1,13 +1,18 @@
 """Storage benchmark: stage-in and stage-out throughput of the storage blocks.
 
-Swift (the storage blocks' own stage_in / stage_out) beside the ``swift`` CLI with its default
-concurrency (10 object threads) on the same objects, for 1000 x 4 KiB and 1 x 200 MB; then the
-fslink copy step on a large local tree beside ``cp -a`` (byte copies, and with hard links).
+Swift and S3 (the storage blocks' own stage_in / stage_out) beside the ``swift`` CLI and the AWS
+CLI (``aws s3 cp --recursive``), each with its default concurrency (10 object threads, 10
+requests), on the same objects, for 1000 x 4 KiB and 1 x 200 MB; then the fslink copy step on a
+large local tree beside ``cp -a`` (byte copies, and with hard links).
 
-    ST_AUTH=http://127.0.0.1:8080/auth/v1.0 ST_USER=test:tester ST_KEY=testing \\
-        .venv/bin/python benchmarks/storage.py --work-dir /var/tmp/pfcon-bench
+    export ST_AUTH=http://127.0.0.1:8080/auth/v1.0 ST_USER=test:tester ST_KEY=testing
+    export AWS_ENDPOINT_URL=http://127.0.0.1:8080 AWS_ACCESS_KEY_ID=test:tester \\
+        AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+    PFCON_BENCH_AWS_CLI=.awsvenv/bin/aws .venv/bin/python benchmarks/storage.py --work-dir /var/tmp/pfcon-bench
 
-Prints medians of ``--repeats`` runs; asserts nothing. Only the given Swift (loopback) is used.
+The AWS CLI is ``$PFCON_BENCH_AWS_CLI``, else ``aws`` on the PATH (``pip install awscli`` into a
+venv of its own: it pins a botocore other than s3fs's). Prints medians of ``--repeats`` runs;
+asserts nothing. Only the given Swift and S3 endpoints (loopback) are used.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect_pfcon.blocks.storage import FSLinkStorage, SwiftStorage
+from prefect_pfcon.blocks.storage import FSLinkStorage, ObjectStorage, S3Storage, SwiftStorage
 from prefect_pfcon.models import CopyJob, UploadJob
 
 CONTAINER = "pfcon-bench"
+BUCKET = "pfcon-bench-s3"
 SWIFT_CLI = str(Path(sys.executable).with_name("swift"))
 
 
@@ -61,14 +67,26 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def median_of(repeats: int, action: Callable[[int], object], cleanup: Callable[[], object]) -> float:
-    samples = []
+@dataclass(frozen=True)
+class Contender:
+    """One side of a comparison: ``action(run)`` is timed after ``cleanup()``."""
+
+    action: Callable[[int], object]
+    cleanup: Callable[[], object] = lambda: None
+
+
+def paired_medians(repeats: int, ours: Contender, peer: Contender) -> tuple[float, float]:
+    """Median seconds of ``repeats`` runs of each side, the two sides taking turns (the machine
+    is shared: load that drifts over a minute then weighs on both sides alike)."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for run in range(repeats):
-        cleanup()
-        os.sync()  # no write-back of an earlier run inside this one's timing
-        samples.append(timed(lambda: action(run)))
-    cleanup()
-    return statistics.median(samples)
+        for side, times in zip((ours, peer), samples):
+            side.cleanup()
+            os.sync()  # no write-back of an earlier run inside this one's timing
+            times.append(timed(lambda: side.action(run)))
+    ours.cleanup()
+    peer.cleanup()
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def report(label: str, dataset: Dataset, seconds: float, peer: str, peer_seconds: float) -> None:
@@ -81,25 +99,26 @@ def report(label: str, dataset: Dataset, seconds: float, peer: str, peer_seconds
           f"{seconds / peer_seconds:.2f}")
 
 
-class SwiftBench:
-    """Swift stage-in / stage-out, ours against the swift CLI."""
+class ObjectBench:
+    """Stage-in / stage-out of an object-storage block, ours against a command-line client."""
 
-    def __init__(self, work: Path, repeats: int, workers: int) -> None:
+    label: str
+    storage: ObjectStorage
+
+    def __init__(self, work: Path, repeats: int) -> None:
         self.work = work
         self.repeats = repeats
-        self.storage = SwiftStorage(
-            store_base=str(work / "storeBase"),
-            auth_url=os.environ["ST_AUTH"],
-            username=os.environ["ST_USER"],
-            key=os.environ["ST_KEY"],
-            container_name=CONTAINER,
-            transfer_workers=workers,
-        )
-        self.objects = self.storage.objects()
-        self.objects.fs.mkdir(CONTAINER)
-        self.cli_auth = ["-A", os.environ["ST_AUTH"], "-U", os.environ["ST_USER"], "-K", os.environ["ST_KEY"]]
+
+    def cli_upload(self, source: Path, prefix: str) -> list[str]:
+        """The client's command that uploads the files under ``source`` as ``prefix/...``."""
+        raise NotImplementedError
+
+    def cli_download(self, prefix: str, target: Path) -> list[str]:
+        """The client's command that downloads ``prefix/...`` into ``target``."""
+        raise NotImplementedError
 
     def run(self, dataset: Dataset) -> None:
+        objects = self.storage.objects()
         tag = uuid.uuid4().hex[:6]
         outgoing = self.storage.outgoing("bench-out")
         shutil.rmtree(outgoing, ignore_errors=True)
@@ -109,12 +128,11 @@ class SwiftBench:
             self.storage.stage_out(UploadJob(jid="bench-out", job_output_path=f"ours-{tag}-{run}"))
 
         def cli_out(run: int) -> None:
-            subprocess.run([SWIFT_CLI, *self.cli_auth, "upload", CONTAINER, ".", "--object-name",
-                            f"cli-{tag}-{run}"], cwd=outgoing, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(self.cli_upload(outgoing, f"cli-{tag}-{run}"), cwd=outgoing, check=True,
+                           stdout=subprocess.DEVNULL)
 
-        out_ours = median_of(self.repeats, ours_out, lambda: None)
-        out_cli = median_of(self.repeats, cli_out, lambda: None)
-        report("swift stage-out (upload)", dataset, out_ours, "cli", out_cli)
+        out_ours, out_cli = paired_medians(self.repeats, Contender(ours_out), Contender(cli_out))
+        report(f"{self.label} stage-out (upload)", dataset, out_ours, "cli", out_cli)
 
         incoming = self.storage.incoming("bench-in")
         cli_dir = self.work / "cli-download"
@@ -123,15 +141,80 @@ class SwiftBench:
             self.storage.stage_in(CopyJob(jid="bench-in", input_dirs=[f"ours-{tag}-0"], output_dir="none"))
 
         def cli_in(run: int) -> None:
-            subprocess.run([SWIFT_CLI, *self.cli_auth, "download", CONTAINER, "--prefix", f"ours-{tag}-0/",
-                            "-D", str(cli_dir)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(self.cli_download(f"ours-{tag}-0", cli_dir), check=True, stdout=subprocess.DEVNULL)
 
-        in_ours = median_of(self.repeats, ours_in, lambda: shutil.rmtree(incoming, ignore_errors=True))
-        in_cli = median_of(self.repeats, cli_in, lambda: shutil.rmtree(cli_dir, ignore_errors=True))
-        report("swift stage-in (download)", dataset, in_ours, "cli", in_cli)
-        for name in self.objects.find(""):
+        in_ours, in_cli = paired_medians(
+            self.repeats,
+            Contender(ours_in, lambda: shutil.rmtree(incoming, ignore_errors=True)),
+            Contender(cli_in, lambda: shutil.rmtree(cli_dir, ignore_errors=True)),
+        )
+        report(f"{self.label} stage-in (download)", dataset, in_ours, "cli", in_cli)
+        for name in objects.find(""):
             if tag in name:
-                self.objects.rm_file(name)
+                objects.rm_file(name)
+
+
+class SwiftBench(ObjectBench):
+    """Swift, ours against the swift CLI (10 object threads by default)."""
+
+    label = "swift"
+
+    def __init__(self, work: Path, repeats: int, workers: int) -> None:
+        super().__init__(work, repeats)
+        self.storage = SwiftStorage(
+            store_base=str(work / "storeBase"),
+            auth_url=os.environ["ST_AUTH"],
+            username=os.environ["ST_USER"],
+            key=os.environ["ST_KEY"],
+            container_name=CONTAINER,
+            transfer_workers=workers,
+        )
+        self.storage.prepare_upload(self.storage.objects())
+        self.cli_auth = ["-A", os.environ["ST_AUTH"], "-U", os.environ["ST_USER"], "-K", os.environ["ST_KEY"]]
+
+    def cli_upload(self, source: Path, prefix: str) -> list[str]:
+        return [SWIFT_CLI, *self.cli_auth, "upload", CONTAINER, ".", "--object-name", prefix]
+
+    def cli_download(self, prefix: str, target: Path) -> list[str]:
+        return [SWIFT_CLI, *self.cli_auth, "download", CONTAINER, "--prefix", f"{prefix}/", "-D", str(target)]
+
+
+class S3Bench(ObjectBench):
+    """S3, ours against the AWS CLI's ``aws s3 cp --recursive`` (10 requests at once by default);
+    both read the endpoint and keys from the AWS_* variables."""
+
+    label = "s3"
+
+    def __init__(self, work: Path, repeats: int, workers: int, cli: str) -> None:
+        super().__init__(work, repeats)
+        self.cli = cli
+        self.storage = S3Storage(
+            store_base=str(work / "storeBase"),
+            endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            bucket_name=BUCKET,
+            transfer_workers=workers,
+        )
+        s3 = self.storage.objects().fs
+        if not s3.exists(BUCKET):
+            s3.mkdir(BUCKET)
+
+    def cli_upload(self, source: Path, prefix: str) -> list[str]:
+        return [self.cli, "s3", "cp", "--recursive", "--only-show-errors", str(source), f"s3://{BUCKET}/{prefix}/"]
+
+    def cli_download(self, prefix: str, target: Path) -> list[str]:
+        return [self.cli, "s3", "cp", "--recursive", "--only-show-errors", f"s3://{BUCKET}/{prefix}/", str(target)]
+
+
+def aws_cli() -> str:
+    """The AWS CLI: ``$PFCON_BENCH_AWS_CLI``, else ``aws`` on the PATH."""
+    cli = os.environ.get("PFCON_BENCH_AWS_CLI") or shutil.which("aws")
+    if not cli:
+        sys.exit("no AWS CLI: pip install awscli (a venv of its own is safest) and set PFCON_BENCH_AWS_CLI "
+                 "to its aws, or pass --skip-s3")
+    return cli
 
 
 def fslink_bench(work: Path, dataset: Dataset, repeats: int, workers: int) -> None:
@@ -145,9 +228,12 @@ def fslink_bench(work: Path, dataset: Dataset, repeats: int, workers: int) -> No
     for hardlink in (False, True):
         storage = FSLinkStorage(store_base=str(store), transfer_workers=workers, hardlink_inputs=hardlink)
         incoming = storage.incoming(job.jid)
-        ours = median_of(repeats, lambda run: storage.stage_in(job), lambda: shutil.rmtree(incoming, ignore_errors=True))
-        cp = median_of(repeats, lambda run: subprocess.run(["cp", "-a", str(source), str(target)], check=True),
-                       lambda: shutil.rmtree(target, ignore_errors=True))
+        ours, cp = paired_medians(
+            repeats,
+            Contender(lambda run: storage.stage_in(job), lambda: shutil.rmtree(incoming, ignore_errors=True)),
+            Contender(lambda run: subprocess.run(["cp", "-a", str(source), str(target)], check=True),
+                      lambda: shutil.rmtree(target, ignore_errors=True)),
+        )
         report(f"fslink copy ({'hard links' if hardlink else 'byte copies'})", dataset, ours, "cp", cp)
 
 
@@ -159,19 +245,26 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1000, help="number of 4 KiB objects")
     parser.add_argument("--large-mb", type=int, default=200)
     parser.add_argument("--tree-files", type=int, default=10000, help="files in the fslink tree")
-    parser.add_argument("--skip-swift", action="store_true", help="only the fslink figures")
+    parser.add_argument("--skip-swift", action="store_true", help="no Swift figures")
+    parser.add_argument("--skip-s3", action="store_true", help="no S3 figures")
+    parser.add_argument("--skip-fslink", action="store_true", help="no fslink figures")
     args = parser.parse_args()
 
     shutil.rmtree(args.work_dir, ignore_errors=True)
     args.work_dir.mkdir(parents=True)
     print(f"median of {args.repeats} runs, {args.workers} transfer workers, {os.cpu_count()} CPUs")
+    benches: list[ObjectBench] = []
     if not args.skip_swift:
-        swift = SwiftBench(args.work_dir, args.repeats, args.workers)
-        swift.run(Dataset(f"{args.small}x4KiB", args.small, 4096))
-        swift.run(Dataset(f"1x{args.large_mb}MB", 1, args.large_mb * 1_000_000))
-    fslink_bench(args.work_dir, Dataset(f"{args.tree_files}x16KiB", args.tree_files, 16384), args.repeats,
-                 args.workers)
-    fslink_bench(args.work_dir, Dataset("4x50MB", 4, 50_000_000), args.repeats, args.workers)
+        benches.append(SwiftBench(args.work_dir, args.repeats, args.workers))
+    if not args.skip_s3:
+        benches.append(S3Bench(args.work_dir, args.repeats, args.workers, aws_cli()))
+    for bench in benches:
+        bench.run(Dataset(f"{args.small}x4KiB", args.small, 4096))
+        bench.run(Dataset(f"1x{args.large_mb}MB", 1, args.large_mb * 1_000_000))
+    if not args.skip_fslink:
+        fslink_bench(args.work_dir, Dataset(f"{args.tree_files}x16KiB", args.tree_files, 16384), args.repeats,
+                     args.workers)
+        fslink_bench(args.work_dir, Dataset("4x50MB", 4, 50_000_000), args.repeats, args.workers)
     shutil.rmtree(args.work_dir, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prefect_pfcon.state_dir import read_or_create_secret
 
-StorageEnv = Literal["fslink", "filesystem", "swift", "zipfile"]
+StorageEnv = Literal["fslink", "filesystem", "swift", "s3", "zipfile"]
 ContainerEnv = Literal["docker", "swarm", "slurm", "kubernetes"]
 VolumeType = Literal["host", "docker_local_volume", "kubernetes_pvc"]
 
@@ -69,6 +69,11 @@ class PfconSettings(BaseSettings):
     swift_username: str = Field("", validation_alias="SWIFT_USERNAME")
     swift_key: SecretStr = Field(SecretStr(""), validation_alias="SWIFT_KEY")
     swift_container_name: str = Field("users", validation_alias="SWIFT_CONTAINER_NAME")
+    s3_endpoint_url: str = Field("", validation_alias="S3_ENDPOINT_URL")
+    s3_access_key: SecretStr = Field(SecretStr(""), validation_alias="S3_ACCESS_KEY")
+    s3_secret_key: SecretStr = Field(SecretStr(""), validation_alias="S3_SECRET_KEY")
+    s3_bucket_name: str = Field("users", validation_alias="S3_BUCKET_NAME")
+    s3_region_name: str = Field("us-east-1", validation_alias="S3_REGION_NAME")
     storage_block: str = Field("pfcon-storage", validation_alias="PFCON_STORAGE_BLOCK")
     compute_block: str = Field("pfcon-compute", validation_alias="PFCON_COMPUTE_BLOCK")
 

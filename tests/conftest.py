@@ -1,10 +1,10 @@
 """Fixtures that start the real service: a Prefect server, the pfcon API and its runner.
 
 The first service (fslink) is the embedded default exactly as `prefect-pfcon up` runs it,
-with its own Prefect server; the others (filesystem, swift, zipfile) share that server, as
-scale-out API replicas would. All drive real containers on the local Docker engine (the podman
-replica: on the podman service the test command starts); the swift service talks to the real
-Swift the test command starts (ST_AUTH, ST_USER, ST_KEY).
+with its own Prefect server; the others (filesystem, swift, s3, zipfile) share that server, as
+scale-out API replicas would. All drive real containers on the local Docker engine; the
+swift service talks to the real Swift the test command starts (ST_AUTH, ST_USER, ST_KEY), the
+s3 service to that Swift's S3 API (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
 
 Every Prefect server of the session requires credentials, one auth string for the session:
 it is put in this process's environment (``PREFECT_API_AUTH_STRING``) before anything imports
@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ TEST_SECRET = "test-secret-key-not-for-production"
 READY_TIMEOUT = 240
 SWIFT_TEST_CONTAINER = "pfcon-tests"
 SWARM_GPU = "h6-gpu-0"  # the one NVIDIA-GPU the test swarm's node advertises (a name, no device)
+S3_TEST_BUCKET = "pfcon-s3-tests"
 ZIP_LIMIT_MB = 20
 UPLOAD_LIMIT_MB = 30
 SESSION_LABEL = f"org.test.session={uuid.uuid4().hex[:12]}"  # on the containers of this session's jobs
@@ -221,6 +223,50 @@ def swift_service(session_tmp: Path, fslink_service: Service, swift_credentials)
     service = _start_replica(session_tmp, fslink_service, "swift", swift_credentials)
     yield service
     _stop(service)
+
+
+@pytest.fixture(scope="session")
+def s3_credentials() -> dict[str, str]:
+    """The test S3 server's settings (the test Swift's s3api), from the test command's environment."""
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise RuntimeError(f"{missing} unset: run the tests with scripts/test.sh, which starts Swift's S3 API")
+    return {
+        "S3_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
+        "S3_ACCESS_KEY": os.environ["AWS_ACCESS_KEY_ID"],
+        "S3_SECRET_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "S3_REGION_NAME": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "S3_BUCKET_NAME": S3_TEST_BUCKET,
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_service(session_tmp: Path, fslink_service: Service, s3_credentials) -> Iterator[Service]:
+    service = _start_replica(session_tmp, fslink_service, "s3", s3_credentials)
+    yield service
+    _stop(service)
+
+
+@contextmanager
+def storage_block_fields(service: Service, block_name: str, **fields: str) -> Iterator[None]:
+    """Change fields of a saved storage block (as an operator would in the Prefect UI), then
+    put them back."""
+    found = service.prefect("post", "/block_documents/filter", json={
+        "block_documents": {"name": {"any_": [block_name]}}, "include_secrets": True}).json()
+    document = found[0]
+    original = {name: document["data"][name] for name in fields}
+
+    def update(values: dict[str, str]) -> None:
+        response = service.prefect("patch", f"/block_documents/{document['id']}",
+                                   json={"data": values, "merge_existing_data": True})
+        response.raise_for_status()
+
+    update(fields)
+    try:
+        yield
+    finally:
+        update(original)
 
 
 @pytest.fixture(scope="session")

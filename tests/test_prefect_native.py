@@ -135,16 +135,18 @@ def test_reprocessing_over_a_glob_with_a_concurrency_limit(service: Service):
 
 def test_blocks_register_with_the_prefect_cli(service: Service):
     output = prefect_cli(service, "block", "register", "-m", "prefect_pfcon.blocks")
-    assert "Successfully registered 8 blocks" in " ".join(output.split())
+    assert "Successfully registered 9 blocks" in " ".join(output.split())
     for slug in ("pfcon-fslink-storage", "pfcon-filesystem-storage", "pfcon-swift-storage",
-                 "pfcon-zipfile-storage", "pfcon-docker-compute", "pfcon-slurm-compute",
+                 "pfcon-s3-storage", "pfcon-zipfile-storage", "pfcon-docker-compute", "pfcon-slurm-compute",
                  "pfcon-kubernetes-compute", "pfcon-swarm-compute"):
         block_type = service.prefect("get", f"/block_types/slug/{slug}")
         assert block_type.status_code == 200 and block_type.json()["description"]
-    swift_type = service.prefect("get", "/block_types/slug/pfcon-swift-storage").json()
-    schemas = service.prefect("post", "/block_schemas/filter", json={
-        "block_schemas": {"block_type_id": {"any_": [swift_type["id"]]}}}).json()
-    assert schemas[0]["fields"]["properties"]["key"]["format"] == "password"  # a secret field in the UI
+    for slug, secrets in (("pfcon-swift-storage", ["key"]), ("pfcon-s3-storage", ["access_key", "secret_key"])):
+        block_type = service.prefect("get", f"/block_types/slug/{slug}").json()
+        schemas = service.prefect("post", "/block_schemas/filter", json={
+            "block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}}).json()
+        for field in secrets:  # secret fields in the UI
+            assert schemas[0]["fields"]["properties"][field]["format"] == "password"
 
 
 def test_lifecycle_on_postgresql(postgres_service: Service):

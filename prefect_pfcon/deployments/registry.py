@@ -20,13 +20,21 @@ from prefect_pfcon.settings import PfconSettings, parse_key_values
 
 
 def _storage_mode_options(settings: PfconSettings) -> dict[str, Any]:
-    """Fields only one storage mode has (Swift credentials, the zip size limit, hard links)."""
+    """Fields only one storage mode has (Swift and S3 credentials, the zip size limit, hard links)."""
     if settings.storage_env == "swift":
         return {
             "auth_url": settings.swift_auth_url,
             "username": settings.swift_username,
             "key": settings.swift_key,
             "container_name": settings.swift_container_name,
+        }
+    if settings.storage_env == "s3":
+        return {
+            "endpoint_url": settings.s3_endpoint_url,
+            "access_key": settings.s3_access_key,
+            "secret_key": settings.s3_secret_key,
+            "bucket_name": settings.s3_bucket_name,
+            "region_name": settings.s3_region_name,
         }
     if settings.storage_env == "zipfile":
         return {"max_unpacked_mb": settings.zip_max_unpacked_mb}

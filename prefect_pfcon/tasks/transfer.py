@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -11,31 +12,38 @@ from fsspec.spec import AbstractFileSystem
 from prefect_pfcon.tasks.trees import make_dirs
 
 FileCopy = Callable[[str, str], object]
-BATCH_FILES = 64
 
 
 def transfer(copy_file: FileCopy, pairs: Sequence[tuple[str, str]], workers: int) -> int:
     """Run ``copy_file(source, destination)`` for every pair on up to ``workers`` threads.
 
-    Pairs go to the threads in batches, so that many small files cost little more than
-    their own copies. The first failure cancels the batches not started and is raised;
-    returns the count copied.
+    Each thread takes the next pair as soon as it is done with one, so all stay busy to the
+    end whatever the files' sizes (a fixed split leaves threads idle while others finish).
+    The first failure stops the threads taking more pairs and is raised; returns the count copied.
     """
-
-    def copy_batch(batch: Sequence[tuple[str, str]]) -> None:
-        for source, destination in batch:
-            copy_file(source, destination)
-
     if workers <= 1 or len(pairs) <= 1:
-        copy_batch(pairs)
+        for source, destination in pairs:
+            copy_file(source, destination)
         return len(pairs)
-    size = max(1, min(BATCH_FILES, len(pairs) // workers))
-    batches = [pairs[start : start + size] for start in range(0, len(pairs), size)]
+    remaining = iter(pairs)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def copy_until_done() -> None:
+        while not failed.is_set():
+            with lock:
+                pair = next(remaining, None)
+            if pair is None:
+                return
+            try:
+                copy_file(*pair)
+            except BaseException:
+                failed.set()
+                raise
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="transfer") as pool:
-        futures = [pool.submit(copy_batch, batch) for batch in batches]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        futures = [pool.submit(copy_until_done) for _ in range(min(workers, len(pairs)))]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in done:
             future.result()
     return len(pairs)

@@ -1,5 +1,7 @@
 # OpenStack Swift all-in-one on 127.0.0.1:8080 for the tests, sourced by scripts/test.sh.
-# start_swift exports ST_AUTH, ST_USER and ST_KEY; stop_swift stops Swift only if
+# Its S3 API (Swift's s3api middleware) answers on the same port. start_swift exports
+# ST_AUTH, ST_USER and ST_KEY, and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION for S3; stop_swift stops Swift only if
 # start_swift started it (by the PIDs in its own pidfiles).
 
 SWIFT_SCRIPTS="$PFCON_REPO/scripts/infra/swift"

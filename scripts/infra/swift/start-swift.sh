@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # start-swift.sh - idempotent, loopback-only OpenStack Swift "all in one" for tests.
 #
-# Debian 12 packages (swift 2.30.x) + memcached, 1 device, 1 replica, tempauth.
+# Debian 12 packages (swift 2.30.x) + memcached, 1 device, 1 replica, tempauth,
+# and Swift's s3api middleware: the same port also answers the S3 API (path-style,
+# region us-east-1; access key = tempauth user "test:tester", secret = its key).
 # Installs packages if missing (needs root + apt), (re)writes config under
 # $SWIFT_BASE, builds rings if missing/changed, starts every server as a
 # background process with a pidfile in $SWIFT_BASE/run, waits until auth works
@@ -23,6 +25,8 @@
 # Options:
 #   --reset   wipe stored data (device dir) before starting; only when stopped
 #   --env     print only shell "export ST_AUTH=... ST_USER=... ST_KEY=..." lines
+#             (and the S3 API's AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+#             AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION)
 set -euo pipefail
 
 SWIFT_BASE=${SWIFT_BASE:-/var/tmp/prefect-pfcon/swift}
@@ -46,6 +50,8 @@ CACHE=$SWIFT_BASE/cache
 AUTH_URL="http://$BIND_IP:$PROXY_PORT/auth/v1.0"
 AUTH_USER="test:tester"
 AUTH_KEY="testing"
+S3_URL="http://$BIND_IP:$PROXY_PORT"
+S3_REGION=us-east-1
 
 RESET=0
 ENV_ONLY=0
@@ -53,7 +59,7 @@ for arg in "$@"; do
   case "$arg" in
     --reset) RESET=1 ;;
     --env) ENV_ONLY=1 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg" >&2; exit 2 ;;
   esac
 done
@@ -275,12 +281,17 @@ log_udp_host = $BIND_IP
 log_udp_port = 514
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl ratelimit tempauth copy container-quotas account-quotas slo dlo versioned_writes symlink proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl ratelimit s3api tempauth copy container-quotas account-quotas slo dlo versioned_writes symlink proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
 allow_account_management = true
+
+# S3 API: just before the auth filter, with slo after it (multipart uploads)
+[filter:s3api]
+use = egg:swift#s3api
+location = $S3_REGION
 
 [filter:tempauth]
 use = egg:swift#tempauth
@@ -404,6 +415,7 @@ fi
 
 if [ "$ENV_ONLY" = 1 ]; then
   echo "export ST_AUTH=$AUTH_URL ST_USER=$AUTH_USER ST_KEY=$AUTH_KEY"
+  echo "export AWS_ENDPOINT_URL=$S3_URL AWS_ACCESS_KEY_ID=$AUTH_USER AWS_SECRET_ACCESS_KEY=$AUTH_KEY AWS_DEFAULT_REGION=$S3_REGION"
 else
   cat 2>/dev/null <<EOF || true
 swift is ready (${SECONDS}s)
@@ -412,7 +424,9 @@ swift is ready (${SECONDS}s)
   others   : test:tester2/testing2 (.admin), test:tester3/testing3 (no admin),
              test2:tester2/testing2 (.admin, AUTH_test2), admin:admin/admin (.reseller_admin)
   storage  : $url
+  S3 API   : $S3_URL   (path-style, region $S3_REGION; access key $AUTH_USER, secret $AUTH_KEY)
   export ST_AUTH=$AUTH_URL ST_USER=$AUTH_USER ST_KEY=$AUTH_KEY
+  export AWS_ENDPOINT_URL=$S3_URL AWS_ACCESS_KEY_ID=$AUTH_USER AWS_SECRET_ACCESS_KEY=$AUTH_KEY AWS_DEFAULT_REGION=$S3_REGION
   pids in $RUN, logs in $LOGS, data in $DEVICES/$DEVICE_NAME
 EOF
 fi
