@@ -29,10 +29,10 @@ from pfconclient.client import JobType
 
 from conftest import Service, _start_replica, _stop, raw, wait_status
 from fixtures_tree import FSLINK_FIXTURE, make_fslink_fixture, tree
+from object_storage_checks import OBJECTS_SCRIPT, OUTPUTS
 from swift_objects import seed, swift_container
 from test_fslink_lifecycle import BUSYBOX, COPY_SCRIPT, plugin_descriptors, prefect_runs
 from test_security import JIDS, forms, values
-from test_swift_lifecycle import OUTPUTS, SWIFT_SCRIPT
 from test_zipfile_lifecycle import OBSERVED_ZIP, ZIP_SCRIPT, make_zip, zip_descriptors
 
 LEGACY_CLIENT = Path(sys.prefix) / "pfconclient-3.3.0"
@@ -231,7 +231,7 @@ def objects(swift_credentials):
 def test_swift_lifecycle(swift_service: Service, objects):
     service, store = swift_service, swift_service.store_base
     jid, output_dir = legacy_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
-    descriptors = plugin_descriptors(output_dir, entrypoint=["sh", "-c", SWIFT_SCRIPT, "sh"])
+    descriptors = plugin_descriptors(output_dir, entrypoint=["sh", "-c", OBJECTS_SCRIPT, "sh"])
     submitted, status, listing, again, archive, deleted, missing = legacy(
         service,
         ["submit_job", jid, descriptors],
