@@ -54,7 +54,11 @@ def worker(pools: Service, session_tmp: Path, secrets_key: str) -> Iterator[subp
                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     yield process
     process.terminate()
-    process.wait(timeout=60)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # Prefect's worker may wait on its runs' processes: ours to stop
+        process.kill()
+        process.wait(timeout=30)
 
 
 def test_every_deployment_applies_to_its_pool(pools: Service):
