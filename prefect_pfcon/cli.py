@@ -69,7 +69,7 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
     os.environ.setdefault("PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", ui_url)
     # the server's SQLite database holds block secrets and the key they are encrypted with
     private_dir(Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser())
-    from prefect_pfcon.deployments.unused_ca import unused_ca_file
+    from prefect_pfcon.embedded.unused_ca import unused_ca_file
 
     os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(settings.state_dir)))
     return ui_url
@@ -111,8 +111,8 @@ def up(args: argparse.Namespace) -> None:
     except PermissionError as error:
         sys.exit(f"prefect-pfcon: {error}")
     ui_url = _prepare_prefect_env(args.prefect_port, settings)
-    from prefect_pfcon.deployments.embedded import serve
-    from prefect_pfcon.deployments.server import LocalPrefectServer, PrefectServerError
+    from prefect_pfcon.embedded.serve import serve
+    from prefect_pfcon.embedded.local_server import LocalPrefectServer, PrefectServerError
 
     server = None
     if ui_url is not None:

@@ -114,6 +114,7 @@ class PfconSettings(BaseSettings):
     deployment_name: str = Field("pfcon", validation_alias="PFCON_DEPLOYMENT")
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
     runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
+    job_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0, validation_alias="PFCON_JOB_IDLE_SECONDS")
 
     @field_validator("container_env", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from conftest import Service, _start_service, _stop, free_port
 from fixtures_tree import make_fslink_fixture
-from prefect_pfcon.deployments.server import _listens
+from prefect_pfcon.embedded.local_server import _listens
 from test_fslink_lifecycle import copy_inputs, prefect_runs, sh_plugin, submit_and_wait_started
 
 FOREIGN_ORIGINS = ("http://evil.example", "http://127.0.0.1:1", "null")

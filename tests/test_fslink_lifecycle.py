@@ -43,24 +43,43 @@ def new_jid() -> str:
 
 
 def prefect_runs(service: Service, name: str) -> list[dict]:
-    body = {"flow_runs": {"name": {"any_": [name]}}, "sort": "EXPECTED_START_TIME_DESC"}
+    """The task runs of a job step named ``name`` (``<step>-<jid>``), newest first. Prefect
+    writes task-run rows from the engine's events, up to a second or so after the fact."""
+    body = {"task_runs": {"name": {"any_": [name]}}, "sort": "EXPECTED_START_TIME_DESC"}
+    return service.prefect("post", "/task_runs/filter", json=body).json()
+
+
+def job_runs(service: Service, jid: str) -> list[dict]:
+    """The flow runs of a job, ``job-<jid>``, newest first."""
+    body = {"flow_runs": {"name": {"any_": [f"job-{jid}"]}}, "sort": "EXPECTED_START_TIME_DESC"}
     return service.prefect("post", "/flow_runs/filter", json=body).json()
 
 
-def prefect_logs(service: Service, flow_run_id: str) -> list[dict]:
-    """Every Prefect log record of a flow run, oldest first."""
+def settled_runs(service: Service, name: str, count: int = 1, timeout: float = 30) -> list[dict]:
+    """``prefect_runs``, once there are ``count`` of them and none is unfinished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = prefect_runs(service, name)
+        settled = len(runs) >= count and all(run["state_type"] not in ("PENDING", "RUNNING") for run in runs)
+        if settled or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
+def prefect_logs(service: Service, task_run_id: str) -> list[dict]:
+    """Every Prefect log record of a step's task run, oldest first."""
     records: list[dict] = []
     while True:
-        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "offset": len(records)}
+        body = {"logs": {"task_run_id": {"any_": [task_run_id]}}, "limit": 200, "offset": len(records)}
         page = service.prefect("post", "/logs/filter", json=body).json()
         records += page
         if len(page) < 200:
             return records
 
 
-def prefect_log_messages(service: Service, flow_run_id: str) -> list[str]:
-    """The lines of a flow run's Prefect logs (a record may hold several plugin lines)."""
-    return [line for log in prefect_logs(service, flow_run_id) for line in log["message"].split("\n")]
+def prefect_log_messages(service: Service, task_run_id: str) -> list[str]:
+    """The lines of a task run's Prefect logs (a record may hold several plugin lines)."""
+    return [line for log in prefect_logs(service, task_run_id) for line in log["message"].split("\n")]
 
 
 def copy_inputs(service: Service, jid: str, output_dir: str, input_dirs=("home/alice/feed/in",)) -> dict:

@@ -17,7 +17,8 @@ from pfconclient.client import JobType
 
 from conftest import Service, _start_replica, _stop, raw, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
-from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL, PLUGIN_CAPABILITIES
+from prefect_pfcon.blocks.compute.base import PLUGIN_CAPABILITIES
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL
 from swift_objects import delete_raw, put_raw, swift_container
 from test_fslink_lifecycle import BUSYBOX, copy_inputs, plugin_descriptors, prefect_runs, sh_plugin
 

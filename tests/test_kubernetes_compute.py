@@ -11,7 +11,7 @@ from kubernetes import client
 
 from compute_jobs import BUSYBOX, make_key_dir, plugin_job
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, ForeignContainer, KubernetesCompute
-from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL
+from prefect_pfcon.names import FLOW_RUN_LABEL
 from prefect_pfcon.models import JobStatus
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from prefect.server.database.configurations import AioSqliteConfiguration, BaseDatabaseConfiguration
 from sqlalchemy.exc import OperationalError
 
-from prefect_pfcon.deployments.prefect_server import QueueingSqliteConfiguration
+from prefect_pfcon.embedded.prefect_server import QueueingSqliteConfiguration
 
 OTHER_WRITER_HEAD_START = 0.3
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SlurmCompute
-from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL, ForeignContainer
+from prefect_pfcon.blocks.compute.base import ForeignContainer
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL
 from prefect_pfcon.blocks.compute.slurm import SlurmJob, describe, exit_code, job_status, parse_exit_file
 from prefect_pfcon.models import JobStatus
 from test_hardening import CONFINED_SCRIPT

@@ -38,16 +38,17 @@ BLOCK_REUSE_SECONDS = 10.0
 
 
 def _load_by_name(name: str, kinds: Iterable[type[BlockT]]) -> BlockT:
-    """Load ``name`` (``slug/name`` or a bare name tried against each kind)."""
+    """Load ``name`` (``slug/name`` or a bare name tried against each kind), synchronously
+    also from an async flow's threads."""
     candidates = list(kinds)
     if "/" in name:
-        block = Block.load(name)
+        block = Block.load(name, _sync=True)
         if isinstance(block, tuple(candidates)):
             return block
         raise ValueError(f"Block {name!r} is not one of {[c.__name__ for c in candidates]}")
     for kind in candidates:
         try:
-            return kind.load(name)
+            return kind.load(name, _sync=True)
         except ValueError:
             continue
     raise ValueError(f"No block named {name!r} among {[c.__name__ for c in candidates]}")

@@ -1,4 +1,4 @@
-"""Registering what the service needs in Prefect: its blocks and the step deployments."""
+"""Registering what the service needs in Prefect: its blocks and its deployments."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from prefect.schedules import Cron
 
 from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS, ComputeBlock, StorageBlock
 from prefect_pfcon.blocks.compute.volumes import volume_mountpoint
-from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
-from prefect_pfcon.flows import STEP_FLOWS
 from prefect_pfcon.flows.job import job_flow
 from prefect_pfcon.flows.reprocess import reprocess_flow
+from prefect_pfcon.names import DEPLOYMENT_NAME, SERVICE_TAG
 from prefect_pfcon.settings import PfconSettings, parse_key_values
 
 
@@ -129,25 +128,15 @@ EXAMPLE_REPROCESS_SCHEDULE = Cron(
 async def apply_deployments() -> dict[UUID, Flow]:
     """Create or update the deployments the embedded runner serves; their ids with their flows.
 
-    The four step deployments (``pfcon-<step>/pfcon``, what the API creates runs of), the
-    whole-job deployment (``pfcon-job/pfcon``) and the reprocessing deployment
-    (``pfcon-reprocess/pfcon``, with a nightly example schedule, paused).
+    The job deployment (``pfcon-job/pfcon``: a whole job from the Prefect UI's run form) and
+    the reprocessing deployment (``pfcon-reprocess/pfcon``, with a nightly example schedule,
+    paused). The API's own jobs are flow runs of the same job flow.
     """
-    flows: dict[UUID, Flow] = {}
-    for step, flow in STEP_FLOWS.items():
-        deployment = await flow.to_deployment(
-            name=DEPLOYMENT_NAME,
-            tags=["pfcon", f"step:{step.value}"],
-            description=flow.description,
-        )
-        flows[await deployment.apply()] = flow
-    job = await job_flow.to_deployment(name=DEPLOYMENT_NAME, tags=["pfcon", "job"], description=job_flow.description)
-    flows[await job.apply()] = job_flow
+    job = await job_flow.to_deployment(name=DEPLOYMENT_NAME, tags=[SERVICE_TAG, "job"], description=job_flow.description)
     reprocess = await reprocess_flow.to_deployment(
         name=DEPLOYMENT_NAME,
-        tags=["pfcon", "reprocess"],
+        tags=[SERVICE_TAG, "reprocess"],
         description=reprocess_flow.description,
         schedules=[EXAMPLE_REPROCESS_SCHEDULE],
     )
-    flows[await reprocess.apply()] = reprocess_flow
-    return flows
+    return {await job.apply(): job_flow, await reprocess.apply(): reprocess_flow}

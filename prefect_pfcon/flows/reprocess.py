@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import time
 from typing import Any
@@ -15,10 +16,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_pfcon.blocks import load_storage
 from prefect_pfcon.blocks.storage import StorageBlock
-from prefect_pfcon.flows.copy import DEFAULT_STORAGE_BLOCK
 from prefect_pfcon.flows.job import job_flow
-from prefect_pfcon.flows.plugin import DEFAULT_COMPUTE_BLOCK
 from prefect_pfcon.models import ChrisJob, InputSelection, PluginSpec
+from prefect_pfcon.names import DEFAULT_COMPUTE_BLOCK, DEFAULT_STORAGE_BLOCK, REPROCESS_FLOW_NAME
 from prefect_pfcon.tasks.artifacts import publish_summary
 from prefect_pfcon.tasks.paths import normalize_storage_path
 
@@ -48,11 +48,11 @@ def reprocess_input(
     """One input as a whole job, run under the reprocessing concurrency limit."""
     started = time.monotonic()
     with concurrency(CONCURRENCY_LIMIT_NAME, occupy=1):
-        result = job_flow(
+        result = asyncio.run(job_flow(  # the job flow is async; this task's thread has no event loop
             job=ChrisJob(plugin=plugin, input_dirs=[input_dir], output_dir=output_dir, jid=jid),
             storage_block=storage_block,
             compute_block=compute_block,
-        )
+        ))
     return {"input": input_dir, "output": output_dir, "jid": jid, "status": "done",
             "seconds": round(time.monotonic() - started, 1), "outputs": result["outputs"]}
 
@@ -63,7 +63,7 @@ def ensure_concurrency_limit(limit: int) -> None:
         client.upsert_global_concurrency_limit_by_name(CONCURRENCY_LIMIT_NAME, limit)
 
 
-@flow(name="pfcon-reprocess", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_INPUTS))
+@flow(name=REPROCESS_FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_INPUTS))
 def reprocess_flow(
     plugin: PluginSpec,
     inputs: InputSelection,

@@ -13,11 +13,9 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_pfcon.models import JobStatus, PluginJob
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, TASK_RUN_LABEL
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
-JOB_TYPE_LABEL = "org.chrisproject.job_type"
-JID_LABEL = "org.chrisproject.jid"
-FLOW_RUN_LABEL = "io.prefect.flow-run-id"
 PLUGIN_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 """The only capabilities plugin containers keep (all others are dropped): a plugin running
 as root may read inputs of any owner, chown/chmod what it writes and switch to another user.
@@ -76,9 +74,9 @@ class ContainerState:
     labels: dict[str, str]
 
     @property
-    def flow_run_id(self) -> str | None:
-        """The flow run that created the container."""
-        return self.labels.get(FLOW_RUN_LABEL)
+    def task_run_id(self) -> str | None:
+        """The plugin task run (the job step's attempt) that created the container."""
+        return self.labels.get(TASK_RUN_LABEL)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,6 @@ from docker.types import DeviceRequest
 from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import (
-    FLOW_RUN_LABEL,
-    JID_LABEL,
-    JOB_TYPE_LABEL,
     PLUGIN_CAPABILITIES,
     ZERO_TIME,
     ComputeError,
@@ -21,6 +18,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
 from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus

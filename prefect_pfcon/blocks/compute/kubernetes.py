@@ -18,8 +18,6 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import (
-    JID_LABEL,
-    JOB_TYPE_LABEL,
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
@@ -27,6 +25,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerState,
     ContainerUser,
 )
+from prefect_pfcon.names import JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING

@@ -13,15 +13,13 @@ from docker.types import ContainerSpec, Mount, Resources, RestartPolicy, TaskTem
 from pydantic import Field
 
 from prefect_pfcon.blocks.compute.base import (
-    FLOW_RUN_LABEL,
-    JID_LABEL,
-    JOB_TYPE_LABEL,
     PLUGIN_CAPABILITIES,
     ComputeError,
     ContainerJob,
     ContainerState,
     ContainerUser,
 )
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.tasks.command import INCOMING, OUTGOING

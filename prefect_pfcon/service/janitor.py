@@ -1,32 +1,35 @@
 """The janitor: removes what jobs DELETEd by clients leave behind, and never anything else.
 
 pfcon's DELETE never touches data, and a container whose removal failed stays; over time
-these pile up. Each sweep removes ended plugin containers whose flow run a client DELETE
-removed, and the key dirs of jids whose jobs clients all DELETEd. Containers and dirs this
-Prefect server knows nothing about (another instance's, an operator's) are left alone, and
-with ``REMOVE_JOBS=false`` nothing is swept.
+these pile up. Each sweep removes ended plugin containers whose attempt a client DELETE
+removed, and the key dirs of jids whose steps clients all DELETEd. Containers and dirs this
+service knows nothing about (another instance's, an operator's) are left alone, and with
+``REMOVE_JOBS=false`` nothing is swept.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 
 from anyio import to_thread
 
-from prefect_pfcon.blocks.compute.base import FLOW_RUN_LABEL, JID_LABEL
-from prefect_pfcon.deployments.api.jobs import JobService
+from prefect_pfcon.names import JID_LABEL, TASK_RUN_LABEL
+from prefect_pfcon.service.jobs import JobService
+from prefect_pfcon.service.loops import LoopService
 
 logger = logging.getLogger("prefect_pfcon.janitor")
 
 
-@dataclass
-class Janitor:
-    """The jobs of one storage and compute backend, whose runs say what is still wanted."""
+class Janitor(LoopService):
+    """Sweeps the jobs of one storage and compute backend every ``interval_seconds``."""
 
-    jobs: JobService
-    grace_seconds: float = 60.0
+    def __init__(self, jobs: JobService, interval_seconds: float, grace_seconds: float = 60.0) -> None:
+        super().__init__(interval_seconds)
+        self.jobs = jobs
+        self.grace_seconds = grace_seconds
+
+    async def run_once(self) -> None:
+        await self.sweep()
 
     async def sweep(self) -> tuple[list[str], list[str]]:
         """One pass; the containers and the key dirs' jids removed."""
@@ -36,7 +39,7 @@ class Janitor:
         if not compute.remove_jobs:
             return containers, key_dirs
         for name, labels in (await to_thread.run_sync(compute.ended_jobs)).items():
-            if await self.jobs.runs.removed(labels[FLOW_RUN_LABEL]) and await to_thread.run_sync(
+            if await self.jobs.store.attempt_removed(labels.get(TASK_RUN_LABEL, "")) and await to_thread.run_sync(
                 compute.remove_own, name, labels[JID_LABEL]
             ):
                 containers.append(name)
@@ -47,12 +50,3 @@ class Janitor:
         if containers or key_dirs:
             logger.info("Janitor removed containers %s and the key dirs of %s", containers, key_dirs)
         return containers, key_dirs
-
-    async def run(self, interval_seconds: float) -> None:
-        """Sweep every ``interval_seconds`` until cancelled; a failed sweep is logged and retried."""
-        while True:
-            await asyncio.sleep(interval_seconds)
-            try:
-                await self.sweep()
-            except Exception:
-                logger.exception("Janitor sweep failed")

@@ -1,24 +1,25 @@
-"""What each pfcon job endpoint does, apart from HTTP: guards, idempotency, flow runs."""
+"""What each pfcon job endpoint does, apart from HTTP: guards, idempotency, job steps."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
-from uuid import UUID
 
 import anyio
 from anyio import to_thread
-from cachetools import LRUCache
 from cryptography.fernet import Fernet
-from prefect.client.schemas.objects import FlowRun
 
 from prefect_pfcon.blocks.compute import ComputeBlock
 from prefect_pfcon.blocks.compute.base import ZERO_TIME
 from prefect_pfcon.blocks.storage import StorageBlock
-from prefect_pfcon.deployments.api.status import (
+from prefect_pfcon.flows.requests import StepAttempt, StepRequest
+from prefect_pfcon.job_secrets import SealError, mask, masked_values, seal, unsealed_env
+from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
+from prefect_pfcon.names import step_tags
+from prefect_pfcon.service.prefect_calls import check_parameter_size
+from prefect_pfcon.service.status import (
     compute_object,
     plugin_identity,
     plugin_status,
@@ -26,12 +27,7 @@ from prefect_pfcon.deployments.api.status import (
     skipped,
     step_identity,
 )
-from prefect_pfcon.deployments.current_runs import CurrentRuns
-from prefect_pfcon.deployments.outbox import RunRequest
-from prefect_pfcon.deployments.publisher import RunPublisher
-from prefect_pfcon.deployments.runs import JobRuns, check_parameter_size, is_removed
-from prefect_pfcon.job_secrets import SealError, mask, masked_values, seal, unsealed_env
-from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
+from prefect_pfcon.service.store import JobStore
 from prefect_pfcon.tasks.archives import BadArchive, iter_zip
 from prefect_pfcon.tasks.command import build_plugin_command
 from prefect_pfcon.tasks.paths import UnsafePathError
@@ -40,14 +36,7 @@ ENV_ERROR = 'env: must be a list of "key=value" strings'
 BAD_REQUEST_TEXT = (
     "The browser (or proxy) sent a request that this server could not understand."
 )
-LOGS_SETTLED = timedelta(seconds=2)  # Prefect ships log lines every 0.5 s (the embedded default)
 FIRST_POLL_SECONDS, LAST_POLL_SECONDS = 0.05, 0.5  # how often run_step looks at its job
-
-
-def logs_settled(run: FlowRun) -> bool:
-    """Whether the run ended long enough ago for Prefect to have all its log lines."""
-    ended = run.end_time if run.state is not None and run.state.is_final() else None
-    return ended is not None and datetime.now(timezone.utc) - ended > LOGS_SETTLED
 
 
 @dataclass(frozen=True)
@@ -64,26 +53,13 @@ def error(status_code: int, message: Any) -> Answer:
 
 
 class JobService:
-    """The four job collections over Prefect flow runs, a storage and a compute block."""
+    """The four job collections over a job store, a storage and a compute block."""
 
-    def __init__(
-        self,
-        storage: StorageBlock,
-        compute: ComputeBlock,
-        runs: JobRuns,
-        current: CurrentRuns,
-        publisher: RunPublisher,
-        block_names: dict[str, str],
-        env_key: Fernet,
-    ) -> None:
+    def __init__(self, storage: StorageBlock, compute: ComputeBlock, store: JobStore, env_key: Fernet) -> None:
         self.storage = storage
         self.compute = compute
-        self.runs = runs
-        self._current = current
-        self._publisher = publisher
-        self._block_names = block_names
+        self.store = store
         self._env_key = env_key
-        self._final_logs: LRUCache[UUID, str] = LRUCache(maxsize=1000)
 
     # ----- reading -------------------------------------------------------------------
 
@@ -93,33 +69,22 @@ class JobService:
         run = await self._current_run(step, jid)
         return None if run is None else await self._describe(step, jid, run, with_logs)
 
-    async def _current_run(self, step: JobStep, jid: str) -> FlowRun | None:
-        """The job of (jid, step): an accepted request not yet in Prefect, else the newest
-        run unless a client removed it."""
-        waiting = self._publisher.waiting(step, jid)
-        if waiting is not None:
-            return waiting.placeholder(await self.runs.deployment(step))
-        refused = self._publisher.refused(step, jid)
-        if refused is not None:
-            request, state = refused
-            return request.placeholder(await self.runs.deployment(step), state)
-        run = await self._current.newest(step, jid)
-        return None if run is None or is_removed(run) else run
+    async def _current_run(self, step: JobStep, jid: str) -> StepAttempt | None:
+        """The job of (jid, step): its newest attempt unless a client removed it."""
+        attempt = await self.store.newest(step, jid)
+        return None if attempt is None or attempt.removed else attempt
 
     async def forgotten(self, jid: str) -> bool:
-        """Whether clients DELETEd all of this jid's jobs (read from Prefect now)."""
-        newest = await self._current.read(jid)
-        if any(self._publisher.waiting(step, jid) for step in JobStep):
-            return False
-        return bool(newest) and all(is_removed(run) for run in newest.values())
+        """Whether clients DELETEd all of this jid's jobs."""
+        return await self.store.forgotten(jid)
 
-    async def _describe(self, step: JobStep, jid: str, run: FlowRun, with_logs: bool = True) -> dict[str, str]:
+    async def _describe(self, step: JobStep, jid: str, run: StepAttempt, with_logs: bool = True) -> dict[str, str]:
         container_logs = None
         if step is JobStep.PLUGIN:
             container = await to_thread.run_sync(self.compute.state, jid)
             status, message, timestamp = plugin_status(run, container)
             image, cmd = plugin_identity(run)
-            if container is not None and container.flow_run_id == str(run.id):
+            if container is not None and container.task_run_id == str(run.id):
                 container_logs = self.compute.logs
         else:
             status, message, timestamp = run_status(run)
@@ -128,24 +93,15 @@ class JobService:
         if with_logs and container_logs is not None:
             logs = mask(await to_thread.run_sync(container_logs, jid), self._masked_values(run))
         elif with_logs and status is not JobStatus.NOT_STARTED:
-            logs = await self._run_logs(run)
+            logs = await self.store.logs(run, self.compute.logs_tail)
         return compute_object(jid, image, cmd, status, message, timestamp, logs)
 
-    def _masked_values(self, run: FlowRun) -> list[str]:
-        """The env values of a plugin run, to mask in its container's logs."""
+    def _masked_values(self, run: StepAttempt) -> list[str]:
+        """The env values of a plugin attempt, to mask in its container's logs."""
         try:
             return masked_values(unsealed_env(PluginJob.model_validate(run.parameters["job"]), self._env_key))
         except SealError:  # sealed elsewhere (another API's key): its values are unknown here
             return []
-
-    async def _run_logs(self, run: FlowRun) -> str:
-        """The run's log tail, kept once the run ended a while ago (its last lines are in)."""
-        if run.id in self._final_logs:
-            return self._final_logs[run.id]
-        logs = await self.runs.log_tail(run, self.compute.logs_tail)
-        if logs_settled(run):
-            self._final_logs[run.id] = logs
-        return logs
 
     async def _current_unless_replaceable(self, step: JobStep, jid: str) -> dict[str, str] | None:
         """``None`` when a new run may be scheduled, else the current job's answer to repeat."""
@@ -158,30 +114,19 @@ class JobService:
         return await self._describe(step, jid, run)
 
     async def _schedule(self, step: JobStep, job: Any, image: str, cmd: str) -> dict[str, str]:
-        """Accept a new run of the step; it follows the step's newest run, removed or not."""
-        newest = await self._current.newest(step, job.jid)
-        await self._publisher.submit(
-            RunRequest(
-                step=step,
-                jid=job.jid,
-                parameters=self._parameters(step, job),
-                extra_tags=[f"image:{image}", f"compute:{self.compute.container_env}"]
-                if step is JobStep.PLUGIN
-                else [],
-                after=newest.id if newest is not None else None,
-            )
-        )
+        """Accept a new attempt of the step; it follows the step's newest, removed or not
+        (two requests that saw the same newest one make one attempt)."""
+        newest = await self.store.newest(step, job.jid)
+        plugin_tags = {"image": image, "container_env": self.compute.container_env} if step is JobStep.PLUGIN else {}
+        request = StepRequest(step=step, jid=job.jid, parameters=self._parameters(job),
+                              tags=step_tags(step, job.jid, **plugin_tags))
+        await self.store.accept(request, newest.id if newest is not None else None)
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
 
-    def _parameters(self, step: JobStep, job: Any) -> dict[str, Any]:
-        """The parameters of the step's flow run."""
-        return {"job": job.model_dump(mode="json"), **self._block_names_for(step)}
-
-    def _block_names_for(self, step: JobStep) -> dict[str, str]:
-        names = {"storage_block": self._block_names["storage"]}
-        if step is JobStep.PLUGIN:
-            names["compute_block"] = self._block_names["compute"]
-        return names
+    @staticmethod
+    def _parameters(job: Any) -> dict[str, Any]:
+        """The step's parameters, as its task run receives them."""
+        return {"job": job.model_dump(mode="json")}
 
     def _path_error(self, field: str, *paths: str) -> Answer | None:
         for path in paths:
@@ -205,7 +150,7 @@ class JobService:
         guard = await self._copy_guard(job.jid)
         if guard is not None:
             return guard
-        check_parameter_size(self._parameters(JobStep.PLUGIN, job))  # before unpacking anything
+        check_parameter_size(self._parameters(job))  # before unpacking anything
         try:
             data = await to_thread.run_sync(self.storage.plugin_data, job, data_file)
         except BadArchive as exc:
@@ -305,7 +250,7 @@ class JobService:
         if existing is not None:
             return Answer(201, {"compute": existing})
         if prepare is not None:
-            check_parameter_size(self._parameters(step, job))  # before preparing anything
+            check_parameter_size(self._parameters(job))  # before preparing anything
             await prepare()
         image, cmd = step_identity(step)
         return Answer(201, {"compute": await self._schedule(step, job, image, cmd)})
@@ -338,12 +283,7 @@ class JobService:
         """DELETE <jid>/: stop and forget the job (REMOVE_JOBS permitting); data stays."""
         if not self.compute.remove_jobs:
             return
-        with anyio.fail_after(self.runs.deadline_seconds):
-            await self._publisher.settled(step, jid)
-        self._publisher.forget_refused(step, jid)
-        run = await self._current_run(step, jid)
-        if run is not None:
-            self._current.record(step, jid, await self.runs.remove(run))
+        await self.store.remove(step, jid)
         if step is JobStep.PLUGIN:
             await to_thread.run_sync(self.compute.remove_own, step.container_name(jid), jid)
 

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, BinaryIO
+from uuid import UUID
 
 import httpx
-from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from prefect.client.orchestration import get_client
+from prefect import Flow
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from prefect_pfcon.blocks import forget_loaded_blocks, load_compute, load_storage
 from prefect_pfcon.blocks.compute import ComputeUnavailable
-from prefect_pfcon.deployments.api.auth import Authenticator
-from prefect_pfcon.deployments.api.forms import (
+from prefect_pfcon.api.auth import Authenticator
+from prefect_pfcon.api.forms import (
     COPY_FIELDS,
     DELETE_FIELDS,
     PLUGIN_FIELDS,
@@ -32,18 +30,12 @@ from prefect_pfcon.deployments.api.forms import (
     is_valid_jid,
     parse_form,
 )
-from prefect_pfcon.deployments.api.jobs import NOT_FOUND_TEXT, Answer, JobService, error
-from prefect_pfcon.deployments.api.limits import TOO_LARGE, BodySizeLimit
-from prefect_pfcon.deployments.api.login_limit import LoginThrottle
-from prefect_pfcon.deployments.current_runs import CurrentRuns
-from prefect_pfcon.deployments.event_stream import follow_block_edits, follow_step_runs
-from prefect_pfcon.deployments.janitor import Janitor
-from prefect_pfcon.deployments.outbox import Outbox
-from prefect_pfcon.deployments.publisher import RunPublisher
-from prefect_pfcon.deployments.runner import EmbeddedRunner
-from prefect_pfcon.deployments.runs import JobRuns, ParametersTooLarge, RunRefused
-from prefect_pfcon.job_secrets import job_secrets_key
+from prefect_pfcon.api.limits import TOO_LARGE, BodySizeLimit
+from prefect_pfcon.api.login_limit import LoginThrottle
 from prefect_pfcon.models import JobStep
+from prefect_pfcon.service.jobs import NOT_FOUND_TEXT, Answer, JobService, error
+from prefect_pfcon.service.prefect_calls import ParametersTooLarge, RunRefused
+from prefect_pfcon.service.wiring import running_service
 from prefect_pfcon.settings import PfconSettings
 
 logger = logging.getLogger("prefect_pfcon.api")
@@ -85,56 +77,16 @@ def answer(result: Answer) -> JSONResponse:
     return JSONResponse(result.body, status_code=result.status_code)
 
 
-def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) -> FastAPI:
-    """The API app; it connects to Prefect and loads its blocks when it starts.
-
-    With the embedded ``runner``, this process owns its job steps' runs: a POST is answered
-    once it is in the state dir's outbox, each run is created Pending and handed over, and
-    the runner reports each run's end. Without it, runs are created Scheduled, for a work
-    pool, before answering.
-    """
+def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | None = None) -> FastAPI:
+    """The API app; the job service (``running_service``) starts and stops with it."""
     auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
     throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with get_client() as client:
-            storage = await to_thread.run_sync(load_storage, settings.storage_block)
-            compute = await to_thread.run_sync(load_compute, settings.compute_block)
-            runs = JobRuns(client, settings.deployment_name, settings.prefect_deadline_seconds)
-            current = CurrentRuns(runs)
-            outbox = Outbox(settings.state_dir / "outbox.db") if runner is not None else None
-            publisher = RunPublisher(runs, current, outbox, runner.hand_over if runner is not None else None)
-            if runner is not None:
-                runner.on_run_ended(current.run_ended)
-            app.state.jobs = jobs = JobService(
-                storage,
-                compute,
-                runs,
-                current,
-                publisher,
-                {"storage": settings.storage_block, "compute": settings.compute_block},
-                job_secrets_key(settings.state_dir, create=True),
-            )
-            deployment_ids = [(await runs.deployment(step)).id for step in JobStep]
-            background = [
-                asyncio.create_task(follow_step_runs(deployment_ids, current.apply, current.forget_all)),
-                asyncio.create_task(follow_block_edits(forget_loaded_blocks)),
-            ]
-            if settings.janitor_seconds > 0:
-                sweeper = Janitor(jobs, settings.janitor_grace_seconds)
-                background.append(asyncio.create_task(sweeper.run(settings.janitor_seconds)))
-            leftovers = publisher.start()
-            if leftovers:
-                logger.warning("Creating %d job steps accepted before a restart", leftovers)
-            try:
-                yield
-            finally:
-                for task in background:
-                    task.cancel()
-                await publisher.stop()
-                if outbox is not None:
-                    outbox.close()
+        async with running_service(settings, deployment_flows) as jobs:
+            app.state.jobs = jobs
+            yield
 
     app = FastAPI(title="prefect-pfcon", version=server_version(), lifespan=lifespan)
     app.router.redirect_slashes = False
@@ -148,7 +100,7 @@ def create_app(settings: PfconSettings, runner: EmbeddedRunner | None = None) ->
     for step in JobStep:
         _add_step_routes(app, step, auth)
     _add_file_route(app, auth)
-    from prefect_pfcon.deployments.api.legacy import legacy_router  # it builds on this module
+    from prefect_pfcon.api.legacy import legacy_router  # it builds on this module
 
     app.include_router(legacy_router(auth, settings.legacy_wait_seconds))
     return app

@@ -8,7 +8,7 @@ the deployment, then insert) fails over and over. Beginning every transaction IM
 it take the write lock first, so writers queue (up to the database timeout) instead of
 failing; reads outside transactions are unaffected. PostgreSQL servers are left as they are.
 
-Run as ``python -m prefect_pfcon.deployments.prefect_server [prefect server start options]``.
+Run as ``python -m prefect_pfcon.embedded.prefect_server [prefect server start options]``.
 """
 
 from __future__ import annotations

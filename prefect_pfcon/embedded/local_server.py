@@ -65,7 +65,7 @@ class LocalPrefectServer:
                 "stop it or choose another --prefect-port"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "prefect_pfcon.deployments.prefect_server",
+        command = [sys.executable, "-m", "prefect_pfcon.embedded.prefect_server",
                    "--host", LOOPBACK, "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from prefect_pfcon.deployments.api.app import (
+from prefect_pfcon.api.app import (
     API,
     MAX_FORM_FIELDS,
     MAX_FORM_PART_BYTES,
@@ -30,9 +30,9 @@ from prefect_pfcon.deployments.api.app import (
     output_files,
     server_version,
 )
-from prefect_pfcon.deployments.api.auth import Authenticator
-from prefect_pfcon.deployments.api.forms import PLUGIN_FIELDS, job_id, parse_form
-from prefect_pfcon.deployments.api.jobs import Answer, JobService, error
+from prefect_pfcon.api.auth import Authenticator
+from prefect_pfcon.api.forms import PLUGIN_FIELDS, job_id, parse_form
+from prefect_pfcon.service.jobs import Answer, JobService, error
 from prefect_pfcon.models import JobStatus, JobStep, PluginJob
 
 JOBS = f"{API}/jobs/"

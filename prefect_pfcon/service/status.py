@@ -1,4 +1,4 @@
-"""pfcon's ``compute`` object, derived from a flow run's state and its container's."""
+"""pfcon's ``compute`` object, derived from a step attempt's state and its container's."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import re
 import shlex
 from datetime import datetime
 
-from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.client.schemas.objects import State, StateType
 
 from prefect_pfcon.blocks.compute.base import ZERO_TIME, ContainerState
-from prefect_pfcon.flows import STEP_FLOWS
+from prefect_pfcon.flows.requests import StepAttempt
 from prefect_pfcon.models import JobStatus, JobStep, PluginJob
 from prefect_pfcon.tasks.command import build_plugin_command
 
 _WAITING = {StateType.SCHEDULED, StateType.PENDING}
 _ACTIVE = {StateType.RUNNING, StateType.PAUSED}
 _FAILED = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
-FAILURE_BOILERPLATE = re.compile(r"^Flow run encountered an exception: (?:[A-Za-z_][\w.]*: )?")
+FAILURE_BOILERPLATE = re.compile(r"^(?:Flow|Task) run encountered an exception: (?:[A-Za-z_][\w.]*: )?")
 
 
 def rfc3339(moment: datetime | None) -> str:
@@ -47,12 +47,12 @@ def skipped(jid: str, what: str) -> dict[str, str]:
 
 
 def failure_reason(state: State) -> str:
-    """A failed state's reason without Prefect's "Flow run encountered an exception: X: "."""
+    """A failed state's reason without Prefect's "Task run encountered an exception: X: "."""
     return FAILURE_BOILERPLATE.sub("", state.message or "") or state.name
 
 
-def run_status(run: FlowRun) -> tuple[JobStatus, str, str]:
-    """``(status, message, timestamp)`` of a flow run on its own."""
+def run_status(run: StepAttempt) -> tuple[JobStatus, str, str]:
+    """``(status, message, timestamp)`` of a step attempt on its own."""
     state = run.state
     state_type = state.type if state else None
     if state_type in _WAITING:
@@ -66,12 +66,12 @@ def run_status(run: FlowRun) -> tuple[JobStatus, str, str]:
     return JobStatus.UNDEFINED, state.name if state else "unknown", ZERO_TIME
 
 
-def plugin_status(run: FlowRun, container: ContainerState | None) -> tuple[JobStatus, str, str]:
-    """A plugin run's status: its container's while it has one, else the run's own.
+def plugin_status(run: StepAttempt, container: ContainerState | None) -> tuple[JobStatus, str, str]:
+    """A plugin attempt's status: its container's while it has one, else the attempt's own.
 
-    A container counts only if this run created it (an earlier attempt's may linger).
+    A container counts only if this attempt created it (an earlier attempt's may linger).
     """
-    if container is not None and container.flow_run_id == str(run.id):
+    if container is not None and container.task_run_id == str(run.id):
         return container.status, container.message, container.timestamp
     status, message, timestamp = run_status(run)
     if status is JobStatus.STARTED:
@@ -79,13 +79,14 @@ def plugin_status(run: FlowRun, container: ContainerState | None) -> tuple[JobSt
     return status, message, timestamp
 
 
-def plugin_identity(run: FlowRun) -> tuple[str, str]:
-    """``(image, cmd)`` of a plugin run, from its parameters."""
+def plugin_identity(run: StepAttempt) -> tuple[str, str]:
+    """``(image, cmd)`` of a plugin attempt, from its parameters."""
     job = PluginJob.model_validate(run.parameters["job"])
     command = build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type)
     return job.image, shlex.join(command)
 
 
 def step_identity(step: JobStep) -> tuple[str, str]:
-    """``(image, cmd)`` of a step without a container: no image, the flow's name."""
-    return "", STEP_FLOWS[step].name
+    """``(image, cmd)`` of a step without a container: no image, the step's flow name
+    (``pfcon-copy`` ..., as before steps became task runs: clients may show it)."""
+    return "", f"pfcon-{step.value}"

@@ -8,14 +8,12 @@ import logging
 import httpx
 import uvicorn
 from prefect._internal.concurrency.services import QueueService
-from prefect.client.orchestration import get_client
 
-from prefect_pfcon.deployments.api.app import API, create_app
-from prefect_pfcon.deployments.api.http_protocol import header_timeout_protocol
+from prefect_pfcon.api.app import API, create_app
+from prefect_pfcon.api.http_protocol import header_timeout_protocol
 from prefect_pfcon.deployments.registry import apply_deployments, save_blocks
-from prefect_pfcon.deployments.runner import EmbeddedRunner
-from prefect_pfcon.deployments.runs import DEPLOYMENT_NAME
-from prefect_pfcon.deployments.server import LocalPrefectServer
+from prefect_pfcon.embedded.local_server import LocalPrefectServer
+from prefect_pfcon.names import DEPLOYMENT_NAME
 from prefect_pfcon.settings import PfconSettings
 
 logger = logging.getLogger("prefect_pfcon")
@@ -49,34 +47,21 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
 async def _serve_api(settings: PfconSettings, ui_url: str) -> None:
     await save_blocks(settings)
     embedded = settings.deployment_name == DEPLOYMENT_NAME
-    flows = await apply_deployments() if embedded else {}
-    async with get_client() as client:
-        runner = EmbeddedRunner(
-            client, flows, settings.runner_concurrency, settings.runner_poll_seconds
-        )
-        if embedded:
-            recovered = await runner.recover_interrupted()
-            if recovered:
-                logger.warning("Rescheduled %d runs interrupted by a previous stop", recovered)
-        else:
-            logger.warning("Job steps run on the work pool of the pfcon-<step>/%s deployments",
-                           settings.deployment_name)
-        app = create_app(settings, runner if embedded else None)
-        api = uvicorn.Server(
-            uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                           timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                           http=header_timeout_protocol(settings.header_timeout_seconds))
-        )
-        background = [asyncio.create_task(_announce_ready(settings, ui_url))]
-        if embedded:
-            background.append(asyncio.create_task(runner.run()))
-        try:
-            await api.serve()
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+    if not embedded:
+        logger.warning("Jobs run on the work pool of the pfcon-job/%s deployment", settings.deployment_name)
+    app = create_app(settings, await apply_deployments() if embedded else None)
+    api = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                       timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                       timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                       http=header_timeout_protocol(settings.header_timeout_seconds))
+    )
+    announcer = asyncio.create_task(_announce_ready(settings, ui_url))
+    try:
+        await api.serve()
+    finally:
+        announcer.cancel()
+        await asyncio.gather(announcer, return_exceptions=True)
 
 
 async def _send_pending_logs_and_events() -> None:

@@ -1,0 +1,81 @@
+"""The one place that builds the service from its settings: store, runner, background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from uuid import UUID
+
+from anyio import to_thread
+from prefect import Flow
+from prefect.client.orchestration import get_client
+
+from prefect_pfcon.blocks import forget_loaded_blocks, load_compute, load_storage
+from prefect_pfcon.job_secrets import job_secrets_key
+from prefect_pfcon.names import DEPLOYMENT_NAME
+from prefect_pfcon.service.block_edits import BlockEdits
+from prefect_pfcon.service.deployment_runs import DeploymentRuns
+from prefect_pfcon.service.janitor import Janitor
+from prefect_pfcon.service.job_book import JobBook
+from prefect_pfcon.service.jobs import JobService
+from prefect_pfcon.service.local_store import LocalJobStore
+from prefect_pfcon.service.log_tails import LogTails
+from prefect_pfcon.service.loops import LoopService
+from prefect_pfcon.service.runner import JobRunner
+from prefect_pfcon.settings import PfconSettings
+
+logger = logging.getLogger("prefect_pfcon")
+
+
+@asynccontextmanager
+async def running_service(
+    settings: PfconSettings, deployment_flows: dict[UUID, Flow] | None = None
+) -> AsyncIterator[JobService]:
+    """The job service the settings describe, with its loops running, until the block ends.
+
+    The embedded default (``PFCON_DEPLOYMENT=pfcon``) runs its jobs' flow runs here and
+    keeps their steps in the state dir's job book; ``deployment_flows`` are the deployments
+    whose UI and scheduled runs it executes too.
+    """
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(get_client())
+        storage = await to_thread.run_sync(load_storage, settings.storage_block)
+        compute = await to_thread.run_sync(load_compute, settings.compute_block)
+        loops: list[LoopService] = [BlockEdits(forget_loaded_blocks)]
+        if settings.deployment_name != DEPLOYMENT_NAME:
+            from prefect_pfcon.service.prefect_store import PrefectJobStore
+
+            store = PrefectJobStore(client, settings)
+        else:
+            book = JobBook(settings.state_dir / "jobs.db")
+            stack.callback(book.close)
+            tails = LogTails(compute.logs_tail)
+            tails.install()
+            stack.callback(tails.uninstall)
+            runner = JobRunner(book, tails, {"storage_block": settings.storage_block,
+                                                     "compute_block": settings.compute_block,
+                                                     "idle_seconds": settings.job_idle_seconds},
+                               settings.runner_concurrency)
+            stack.push_async_callback(runner.stop)
+            store = LocalJobStore(book, runner, tails)
+            if recovered := await asyncio.to_thread(runner.start):
+                logger.warning("Resuming %d jobs a previous stop interrupted", recovered)
+            if deployment_flows:
+                deployment_runs = DeploymentRuns(client, deployment_flows, settings.runner_concurrency,
+                                                 settings.runner_poll_seconds)
+                if interrupted := await deployment_runs.recover_interrupted():
+                    logger.warning("Rescheduled %d deployment runs a previous stop interrupted", interrupted)
+                stack.push_async_callback(deployment_runs.stop)
+                loops.append(deployment_runs)
+        jobs = JobService(storage, compute, store, job_secrets_key(settings.state_dir, create=True))
+        if settings.janitor_seconds > 0:
+            loops.append(Janitor(jobs, settings.janitor_seconds, settings.janitor_grace_seconds))
+        background = [asyncio.create_task(loop.start()) for loop in loops]
+        try:
+            yield jobs
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
