@@ -11,6 +11,8 @@ CPU seconds of the API + runner and of its Prefect server (the child process, or
 the HTTP requests that Prefect server answered (counted in its access log: start the service
 with PREFECT_SERVER_LOGGING_LEVEL=INFO), and the RSS of the process tree at the end. With
 --compare-pid (e.g. real pfcon's gunicorn master) the same CPU and RSS figures of that tree.
+--legacy drives the previous API (``jobs/``, pfcon ≤ 5.3.1, python-pfconclient 3.3.0) instead:
+one POST (the server stages the inputs before answering), polls, the file listing, one DELETE.
 
     python benchmarks/lifecycle.py --store-base /var/local/storeBase -n 10
     python benchmarks/lifecycle.py --url http://127.0.0.1:30006/api/v1/ --store-base /srv/sb \\
@@ -186,6 +188,17 @@ def zipped(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def plugin_request(target: Target, jid: str, input_dir: str, output_dir: str, image: str) -> tuple[dict, dict | None]:
+    """The form fields (and in zipfile mode the zipped inputs) of a plugin POST."""
+    plugin = {"jid": jid, "entrypoint": ["sh", "-c", PLUGIN_SCRIPT, "sh"], "auid": "bench",
+              "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
+              "image": image, "type": "ds"}
+    if target.info["pfcon_innetwork"]:
+        plugin.update(input_dirs=[input_dir], output_dir=output_dir)
+        return plugin, None
+    return plugin, {"data_file": ("data.zip", zipped(target.store_base / input_dir))}
+
+
 def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float) -> None:
     """One job from copy to the last DELETE, as CUBE runs it."""
     target, jid = session.target, f"bench-{run_id}-{index}"
@@ -195,14 +208,7 @@ def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float
     if info["requires_copy_job"]:
         first = session.submit("copyjobs", {"jid": jid, "input_dirs": [input_dir], "output_dir": output_dir})
         session.wait("copyjobs", jid, first, poll)
-    plugin = {"jid": jid, "entrypoint": ["sh", "-c", PLUGIN_SCRIPT, "sh"], "auid": "bench",
-              "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
-              "image": image, "type": "ds"}
-    files = None
-    if info["pfcon_innetwork"]:
-        plugin.update(input_dirs=[input_dir], output_dir=output_dir)
-    else:
-        files = {"data_file": ("data.zip", zipped(target.store_base / input_dir))}
+    plugin, files = plugin_request(target, jid, input_dir, output_dir, image)
     submitted = time.perf_counter()
     session.wait("pluginjobs", jid, session.submit("pluginjobs", plugin, files), poll, submitted)
     query = f"?job_output_path={output_dir}" if info["pfcon_innetwork"] else ""
@@ -217,6 +223,22 @@ def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float
     session.samples.add("end_to_end", time.perf_counter() - start)
 
 
+def legacy_lifecycle(session: Session, run_id: str, index: int, image: str, poll: float) -> None:
+    """One job through the previous API (pfcon ≤ 5.3.1), in python-pfconclient 3.3.0's order:
+    POST ``jobs/`` (the server stages the inputs first), status polls, the file listing (in
+    swift mode the server uploads first), one DELETE (the server removes the job's data)."""
+    target, jid = session.target, f"bench-{run_id}-{index}"
+    input_dir, output_dir = make_input(target, run_id, jid)
+    start = time.perf_counter()
+    plugin, files = plugin_request(target, jid, input_dir, output_dir, image)
+    session.wait("jobs", jid, session.submit("jobs", plugin, files), poll, start)
+    query = f"?job_output_path={output_dir}" if target.info["pfcon_innetwork"] else ""
+    session.request("GET", f"jobs/{jid}/file/{query}").raise_for_status()
+    if session.request("DELETE", f"jobs/{jid}/").status_code != 204:
+        raise RuntimeError(f"DELETE jobs/{jid}/ did not answer 204")
+    session.samples.add("end_to_end", time.perf_counter() - start)
+
+
 def run_phase(target: Target, jobs: int, concurrency: int, args: argparse.Namespace,
               probe: Probe) -> tuple[Samples, float, Usage]:
     """Run ``jobs`` lifecycles with ``concurrency`` threads; samples, wall time, usage."""
@@ -227,7 +249,8 @@ def run_phase(target: Target, jobs: int, concurrency: int, args: argparse.Namesp
         if not hasattr(local, "session"):
             local.session = Session(target, samples, args.job_timeout)
         try:
-            lifecycle(local.session, run_id, index, args.image, args.poll_interval)
+            steps = legacy_lifecycle if args.legacy else lifecycle
+            steps(local.session, run_id, index, args.image, args.poll_interval)
         except Exception as exc:  # counted and reported, the benchmark goes on
             samples.add("errors", f"{type(exc).__name__}: {exc}")
 
@@ -302,7 +325,8 @@ def measure(target: Target, args: argparse.Namespace, probe: Probe) -> dict[str,
     concurrent, wall, concurrent_usage = run_phase(target, args.jobs, args.concurrency or args.jobs, args, probe)
     figures["POST"] = summary(sequential.post + concurrent.post)
     figures["GET"] = summary(sequential.get + concurrent.get)
-    figures["e2e submit→running"] = summary(sequential.submit_to_running + concurrent.submit_to_running)
+    if started := sequential.submit_to_running + concurrent.submit_to_running:
+        figures["e2e submit→running"] = summary(started)
     figures["e2e sequential"] = summary(sequential.end_to_end)
     figures["e2e concurrent"] = summary(concurrent.end_to_end)
     figures["throughput"] = {"jobs/min": len(concurrent.end_to_end) / wall * 60}
@@ -362,6 +386,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--job-timeout", type=float, default=300)
     parser.add_argument("--image", default="local/busybox:test")
     parser.add_argument("--label", default="ours")
+    parser.add_argument("--legacy", action="store_true",
+                        help="drive the previous API (jobs/, pfcon ≤ 5.3.1) instead of the current one")
     parser.add_argument("--compare-url", help="a second server (e.g. real pfcon) measured the same way")
     parser.add_argument("--compare-store-base", type=Path)
     parser.add_argument("--compare-label", default="theirs")
