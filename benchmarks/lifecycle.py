@@ -6,9 +6,18 @@ POST and status-GET latency percentiles, plugin submit-to-running time, end-to-e
 job and throughput. The backend (e.g. fslink/slurm) is read from the server info, so Slurm
 figures sit beside Docker's with --compare-url pointing at a second service.
 
+With --pid (the ``prefect-pfcon up`` process) it also prints, per lifecycle of each phase, the
+CPU seconds of the API + runner and of its Prefect server (the child process, or --prefect-pid),
+the HTTP requests that Prefect server answered (counted in its access log: start the service
+with PREFECT_SERVER_LOGGING_LEVEL=INFO), and the RSS of the process tree at the end. With
+--compare-pid (e.g. real pfcon's gunicorn master) the same CPU and RSS figures of that tree.
+--legacy drives the previous API (``jobs/``, pfcon ≤ 5.3.1, python-pfconclient 3.3.0) instead:
+one POST (the server stages the inputs before answering), polls, the file listing, one DELETE.
+
     python benchmarks/lifecycle.py --store-base /var/local/storeBase -n 10
     python benchmarks/lifecycle.py --url http://127.0.0.1:30006/api/v1/ --store-base /srv/sb \\
-        --compare-url http://127.0.0.1:30005/api/v1/ --compare-store-base /srv/sb2
+        --pid <up PID> --compare-url http://127.0.0.1:30005/api/v1/ --compare-store-base /srv/sb2 \\
+        --compare-pid <gunicorn master PID>
 
 It only prints figures; it asserts nothing. Only the given URLs (loopback) are contacted.
 """
@@ -23,13 +32,19 @@ import time
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
+from access_log import AccessLog, http_requests
+from processes import child_running, cpu_seconds, rss_mb, stdout_file
+
 TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
 PLUGIN_SCRIPT = 'cp -r "$1"/. "$2"/; echo done'
+PREFECT_SERVER_MARKER = "prefect_pfcon.deployments.prefect_server"
+TOP_ENDPOINTS = 8
 
 
 @dataclass
@@ -41,6 +56,56 @@ class Target:
     user: str
     password: str
     info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    """CPU and Prefect requests of a measured server's processes over one phase."""
+
+    service_cpu: float
+    prefect_cpu: float | None
+    requests: Counter[str] | None
+
+
+class Probe:
+    """Reads the CPU, memory and Prefect access log of a server's processes (all optional).
+
+    ``pid`` is the service (``prefect-pfcon up``, or gunicorn's master), ``prefect_pid`` its
+    Prefect server, found among its children when not given; its access log is the file its
+    standard output goes to. The service's figures leave the Prefect server's tree out.
+    """
+
+    def __init__(self, pid: int | None, prefect_pid: int | None = None, prefect_log: Path | None = None) -> None:
+        self.pid = pid
+        self.prefect_pid = prefect_pid or (child_running(pid, PREFECT_SERVER_MARKER) if pid else None)
+        log = prefect_log or (stdout_file(self.prefect_pid) if self.prefect_pid else None)
+        self.log = AccessLog(log) if log else None
+
+    def _exclude(self) -> set[int]:
+        return {self.prefect_pid} if self.prefect_pid else set()
+
+    def mark(self) -> tuple[float, float | None, int | None]:
+        """Where counting starts: both CPU times and the access log's end."""
+        service = cpu_seconds(self.pid, self._exclude()) if self.pid else float("nan")
+        prefect = cpu_seconds(self.prefect_pid) if self.prefect_pid else None
+        return service, prefect, self.log.mark() if self.log else None
+
+    def since(self, mark: tuple[float, float | None, int | None]) -> Usage:
+        """What was used after ``mark``."""
+        service, prefect, offset = self.mark()
+        return Usage(service - mark[0],
+                     prefect - mark[1] if prefect is not None and mark[1] is not None else None,
+                     self.log.since(mark[2]) if self.log and mark[2] is not None else None)
+
+    def rss(self) -> dict[str, float]:
+        """Resident memory now (MB): service, Prefect server, whole tree."""
+        if not self.pid:
+            return {}
+        figures = {"service": rss_mb(self.pid, self._exclude())}
+        if self.prefect_pid:
+            figures["prefect"] = rss_mb(self.prefect_pid)
+        figures["total"] = sum(figures.values())
+        return figures
 
 
 @dataclass
@@ -123,6 +188,17 @@ def zipped(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def plugin_request(target: Target, jid: str, input_dir: str, output_dir: str, image: str) -> tuple[dict, dict | None]:
+    """The form fields (and in zipfile mode the zipped inputs) of a plugin POST."""
+    plugin = {"jid": jid, "entrypoint": ["sh", "-c", PLUGIN_SCRIPT, "sh"], "auid": "bench",
+              "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
+              "image": image, "type": "ds"}
+    if target.info["pfcon_innetwork"]:
+        plugin.update(input_dirs=[input_dir], output_dir=output_dir)
+        return plugin, None
+    return plugin, {"data_file": ("data.zip", zipped(target.store_base / input_dir))}
+
+
 def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float) -> None:
     """One job from copy to the last DELETE, as CUBE runs it."""
     target, jid = session.target, f"bench-{run_id}-{index}"
@@ -132,14 +208,7 @@ def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float
     if info["requires_copy_job"]:
         first = session.submit("copyjobs", {"jid": jid, "input_dirs": [input_dir], "output_dir": output_dir})
         session.wait("copyjobs", jid, first, poll)
-    plugin = {"jid": jid, "entrypoint": ["sh", "-c", PLUGIN_SCRIPT, "sh"], "auid": "bench",
-              "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
-              "image": image, "type": "ds"}
-    files = None
-    if info["pfcon_innetwork"]:
-        plugin.update(input_dirs=[input_dir], output_dir=output_dir)
-    else:
-        files = {"data_file": ("data.zip", zipped(target.store_base / input_dir))}
+    plugin, files = plugin_request(target, jid, input_dir, output_dir, image)
     submitted = time.perf_counter()
     session.wait("pluginjobs", jid, session.submit("pluginjobs", plugin, files), poll, submitted)
     query = f"?job_output_path={output_dir}" if info["pfcon_innetwork"] else ""
@@ -154,8 +223,25 @@ def lifecycle(session: Session, run_id: str, index: int, image: str, poll: float
     session.samples.add("end_to_end", time.perf_counter() - start)
 
 
-def run_phase(target: Target, jobs: int, concurrency: int, args: argparse.Namespace) -> tuple[Samples, float]:
-    """Run ``jobs`` lifecycles with ``concurrency`` threads; samples and wall time."""
+def legacy_lifecycle(session: Session, run_id: str, index: int, image: str, poll: float) -> None:
+    """One job through the previous API (pfcon ≤ 5.3.1), in python-pfconclient 3.3.0's order:
+    POST ``jobs/`` (the server stages the inputs first), status polls, the file listing (in
+    swift mode the server uploads first), one DELETE (the server removes the job's data)."""
+    target, jid = session.target, f"bench-{run_id}-{index}"
+    input_dir, output_dir = make_input(target, run_id, jid)
+    start = time.perf_counter()
+    plugin, files = plugin_request(target, jid, input_dir, output_dir, image)
+    session.wait("jobs", jid, session.submit("jobs", plugin, files), poll, start)
+    query = f"?job_output_path={output_dir}" if target.info["pfcon_innetwork"] else ""
+    session.request("GET", f"jobs/{jid}/file/{query}").raise_for_status()
+    if session.request("DELETE", f"jobs/{jid}/").status_code != 204:
+        raise RuntimeError(f"DELETE jobs/{jid}/ did not answer 204")
+    session.samples.add("end_to_end", time.perf_counter() - start)
+
+
+def run_phase(target: Target, jobs: int, concurrency: int, args: argparse.Namespace,
+              probe: Probe) -> tuple[Samples, float, Usage]:
+    """Run ``jobs`` lifecycles with ``concurrency`` threads; samples, wall time, usage."""
     samples, run_id = Samples(), uuid.uuid4().hex[:8]
     local = threading.local()
 
@@ -163,16 +249,19 @@ def run_phase(target: Target, jobs: int, concurrency: int, args: argparse.Namesp
         if not hasattr(local, "session"):
             local.session = Session(target, samples, args.job_timeout)
         try:
-            lifecycle(local.session, run_id, index, args.image, args.poll_interval)
+            steps = legacy_lifecycle if args.legacy else lifecycle
+            steps(local.session, run_id, index, args.image, args.poll_interval)
         except Exception as exc:  # counted and reported, the benchmark goes on
             samples.add("errors", f"{type(exc).__name__}: {exc}")
 
+    mark = probe.mark()
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(jobs)))
     wall = time.perf_counter() - start
+    usage = probe.since(mark)
     shutil.rmtree(target.store_base / "bench" / run_id, ignore_errors=True)
-    return samples, wall
+    return samples, wall, usage
 
 
 def simple_latency(target: Target, method: str, path: str, json: dict | None = None, repeat: int = 30) -> list[float]:
@@ -195,7 +284,29 @@ def summary(values: list[float]) -> dict[str, float]:
     return {name: percentile(values, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
 
 
-def measure(target: Target, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+def usage_figures(per: str, usage: Usage, divisor: float, figures: dict[str, dict[str, float]]) -> None:
+    """CPU and Prefect requests of one phase ``per`` lifecycle or second, added to ``figures``."""
+    cpu = {"service": usage.service_cpu / divisor}
+    if usage.prefect_cpu is not None:
+        cpu["prefect"] = usage.prefect_cpu / divisor
+    cpu["total"] = sum(cpu.values())
+    figures[f"CPU {per}"] = cpu
+    if usage.requests is not None:
+        http = http_requests(usage.requests)
+        figures[f"requests {per}"] = {"http": http / divisor,
+                                      "websockets": (sum(usage.requests.values()) - http) / divisor}
+
+
+def print_endpoints(label: str, usage: Usage, jobs: int) -> None:
+    """The endpoints the Prefect server was asked most, per lifecycle."""
+    if not usage.requests:
+        return
+    print(f"  Prefect requests per lifecycle, {label}:")
+    for name, count in usage.requests.most_common(TOP_ENDPOINTS):
+        print(f"    {count / jobs:6.2f}  {name}")
+
+
+def measure(target: Target, args: argparse.Namespace, probe: Probe) -> dict[str, dict[str, float]]:
     """Every figure for one server."""
     http = requests.Session()
     token = http.post(target.url + "auth-token/", timeout=30,
@@ -206,18 +317,44 @@ def measure(target: Target, args: argparse.Namespace) -> dict[str, dict[str, flo
         "health": summary(simple_latency(target, "GET", "health/")),
         "auth": summary(simple_latency(target, "POST", "auth-token/", json=credentials)),
     }
-    sequential, _ = run_phase(target, args.jobs, 1, args)
-    concurrent, wall = run_phase(target, args.jobs, args.concurrency or args.jobs, args)
+    if args.idle_seconds and probe.pid:
+        mark = probe.mark()
+        time.sleep(args.idle_seconds)
+        usage_figures("per s idle", probe.since(mark), args.idle_seconds, figures)
+    sequential, _, sequential_usage = run_phase(target, args.jobs, 1, args, probe)
+    concurrent, wall, concurrent_usage = run_phase(target, args.jobs, args.concurrency or args.jobs, args, probe)
     figures["POST"] = summary(sequential.post + concurrent.post)
     figures["GET"] = summary(sequential.get + concurrent.get)
-    figures["e2e submit→running"] = summary(sequential.submit_to_running + concurrent.submit_to_running)
+    if started := sequential.submit_to_running + concurrent.submit_to_running:
+        figures["e2e submit→running"] = summary(started)
     figures["e2e sequential"] = summary(sequential.end_to_end)
     figures["e2e concurrent"] = summary(concurrent.end_to_end)
     figures["throughput"] = {"jobs/min": len(concurrent.end_to_end) / wall * 60}
     figures["errors"] = {"count": float(len(sequential.errors) + len(concurrent.errors))}
+    if probe.pid:
+        usage_figures("per job seq", sequential_usage, args.jobs, figures)
+        usage_figures("per job conc", concurrent_usage, args.jobs, figures)
+        figures["RSS at end"] = probe.rss()
     for message in (sequential.errors + concurrent.errors)[:5]:
         print("error:", message)
+    print_endpoints(f"{target.url}, sequential", sequential_usage, args.jobs)
+    print_endpoints(f"{target.url}, concurrent", concurrent_usage, args.jobs)
     return figures
+
+
+def shown(metric: str, value: float) -> str:
+    """A figure with its unit."""
+    if metric.startswith("e2e"):
+        return f"{value:.2f}s"
+    if metric.startswith("CPU"):
+        return f"{value:.3f}s"
+    if metric.startswith("requests"):
+        return f"{value:.1f}"
+    if metric.startswith("RSS"):
+        return f"{value:.0f}MB"
+    if metric in ("throughput", "errors"):
+        return f"{value:.4g}"
+    return f"{value * 1000:.1f}ms"
 
 
 def print_table(label: str, figures: dict[str, dict[str, float]], other: dict | None = None) -> None:
@@ -225,17 +362,11 @@ def print_table(label: str, figures: dict[str, dict[str, float]], other: dict | 
     for metric, values in figures.items():
         cells = []
         for name, value in values.items():
-            if metric.startswith("e2e"):
-                shown = f"{value:.2f}s"
-            elif metric in ("throughput", "errors"):
-                shown = f"{value:.4g}"
-            else:
-                shown = f"{value * 1000:.1f}ms"
             ratio = ""
             if other and other.get(metric, {}).get(name):
                 ratio = f" ({value / other[metric][name]:.2f}x)"
-            cells.append(f"{name} {shown}{ratio}")
-        print(f"  {metric:<15} " + "  ".join(cells))
+            cells.append(f"{name} {shown(metric, value)}{ratio}")
+        print(f"  {metric:<24} " + "  ".join(cells))
 
 
 def backend(target: Target) -> str:
@@ -255,21 +386,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--job-timeout", type=float, default=300)
     parser.add_argument("--image", default="local/busybox:test")
     parser.add_argument("--label", default="ours")
+    parser.add_argument("--legacy", action="store_true",
+                        help="drive the previous API (jobs/, pfcon ≤ 5.3.1) instead of the current one")
     parser.add_argument("--compare-url", help="a second server (e.g. real pfcon) measured the same way")
     parser.add_argument("--compare-store-base", type=Path)
     parser.add_argument("--compare-label", default="theirs")
+    parser.add_argument("--pid", type=int, help="PID of the service (prefect-pfcon up): CPU, requests, RSS")
+    parser.add_argument("--prefect-pid", type=int, help="its Prefect server (default: found among its children)")
+    parser.add_argument("--prefect-log", type=Path, help="that server's log (default: where its stdout goes)")
+    parser.add_argument("--compare-pid", type=int, help="PID of the compared server (e.g. gunicorn's master)")
+    parser.add_argument("--compare-prefect-pid", type=int, help="the compared service's Prefect server")
+    parser.add_argument("--compare-prefect-log", type=Path)
+    parser.add_argument("--idle-seconds", type=float, default=5,
+                        help="with a PID: first measure this long with no jobs (0: skip)")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     ours_target = Target(args.url, args.store_base, args.user, args.password)
-    ours = measure(ours_target, args)
+    ours = measure(ours_target, args, Probe(args.pid, args.prefect_pid, args.prefect_log))
     theirs = theirs_target = None
     if args.compare_url:
         store = args.compare_store_base or args.store_base
         theirs_target = Target(args.compare_url, store, args.user, args.password)
-        theirs = measure(theirs_target, args)
+        theirs = measure(theirs_target, args,
+                         Probe(args.compare_pid, args.compare_prefect_pid, args.compare_prefect_log))
     print_table(f"{args.label} ({args.url}, {backend(ours_target)})" + (" — ratios ours/theirs" if theirs else ""),
                 ours, theirs)
     if theirs_target and theirs:
