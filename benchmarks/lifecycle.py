@@ -43,7 +43,7 @@ from processes import child_running, cpu_seconds, rss_mb, stdout_file
 
 TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
 PLUGIN_SCRIPT = 'cp -r "$1"/. "$2"/; echo done'
-PREFECT_SERVER_MARKER = "prefect_pfcon.deployments.prefect_server"
+PREFECT_SERVER_MARKER = "prefect_pfcon.embedded.prefect_server"
 TOP_ENDPOINTS = 8
 
 
