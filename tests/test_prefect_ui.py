@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Service
+from pfconclient.client import JobType
+
+from conftest import Service, wait_status
 from fixtures_tree import make_fslink_fixture
 from prefect_ui import PrefectUI, start_chromium
-from test_fslink_lifecycle import BUSYBOX
-from test_prefect_native import wait_run
+from test_fslink_lifecycle import copy_inputs, sh_plugin
 
 MARKER = f"ui-marker-{uuid.uuid4().hex[:12]}"
 # printed from two words, so the plugin's command line (which pfcon logs too) never contains MARKER
@@ -26,17 +27,15 @@ def step_names(jid: str) -> list[str]:
 
 
 def run_job(service: Service, jid: str, script: str) -> None:
-    """Run the whole job ``jid`` (a plugin running ``script`` on fslink inputs) to its end: a
-    flow run ``job-<jid>`` of the whole-job deployment, whose steps are named after the jid."""
-    deployment = service.prefect("get", "/deployments/name/pfcon-job/pfcon").json()
-    plugin = {"image": BUSYBOX, "entrypoint": ["sh", "-c", script, "sh"], "type": "ds", "memory_limit": 200}
-    created = service.prefect("post", f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {
-        "job": {"plugin": plugin, "input_dirs": ["home/alice/feed/in"], "output_dir": f"home/alice/feeds/{jid}",
-                "jid": jid},
-        "storage_block": "fslink-storage", "compute_block": "fslink-compute"}})
-    created.raise_for_status()
-    run = wait_run(service, created.json()["id"])
-    assert run["state_type"] == "COMPLETED", run["state"]
+    """Run the job ``jid`` as CUBE does, through the pfcon API: copy, a plugin running
+    ``script`` on fslink inputs, delete (one flow run ``job-<jid>``, its steps task runs)."""
+    client = service.client()
+    output_dir = f"home/alice/feeds/{jid}"
+    assert copy_inputs(service, jid, output_dir)["status"] == "finishedSuccessfully"
+    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, script))
+    assert wait_status(client, JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
+    client.submit_job(JobType.DELETE, jid, {})
+    assert wait_status(client, JobType.DELETE, jid)["status"] == "finishedSuccessfully"
 
 
 @pytest.fixture(scope="module")
