@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,29 +148,26 @@ class ComputeBlock(Block, ABC):
             )
         return None
 
+    @abstractmethod
     def submit(self, job: ContainerJob) -> None:
         """Create and start the container named ``job.name``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def state(self, name: str) -> ContainerState | None:
         """The container's state, or ``None`` when it does not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     def logs(self, name: str) -> str:
         """The last ``logs_tail`` lines of the container's output."""
-        raise NotImplementedError
 
     def follow_logs(self, name: str) -> Iterator[str]:
         """The container's output lines as they come, until it exits."""
-        raise NotImplementedError
 
     def wait(self, name: str) -> int:
         """Block until the container exits; its exit code."""
-        raise NotImplementedError
 
     def remove(self, name: str) -> None:
         """Remove the container, killing it if it runs; no error if absent."""
-        raise NotImplementedError
 
     def own_state(self, name: str, jid: str) -> ContainerState | None:
         """``state(name)``; raises ``ForeignContainer`` if that container exists but is not

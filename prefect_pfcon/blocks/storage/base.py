@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from abc import ABC
+from abc import ABC, abstractmethod
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, NamedTuple
@@ -128,9 +128,9 @@ class StorageBlock(Block, ABC):
         """Synchronous part of a plugin POST; the ``data`` object of its answer."""
         return {}
 
+    @abstractmethod
     def plugin_mounts(self, job: PluginJob) -> PluginMounts:
         """The directories mounted at ``/share/incoming`` and ``/share/outgoing``."""
-        raise NotImplementedError
 
     def staged_data(self, jid: str) -> dict[str, Any]:
         """The ``data`` object for the inputs a copy step staged in ``key-<jid>/incoming``."""
@@ -165,7 +165,6 @@ class StorageBlock(Block, ABC):
     def list_outputs(self, jid: str, job_output_path: str, plugin_output_dir: str | None = None) -> list[str] | None:
         """Relative paths of the job's output files, or ``None`` if there is no such dir;
         ``plugin_output_dir``: where the jid's plugin job wrote, if it has one."""
-        raise NotImplementedError
 
     def output_files(self, job: PluginJob) -> list[str]:
         """The plugin's output files (links omitted, nothing deleted), relative to its output."""
