@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import socket
-import sqlite3
 import time
 import uuid
 import zipfile
@@ -69,24 +68,6 @@ def test_oversize_parameters_are_413_and_nothing_is_accepted(service):
     assert raw(service, "GET", f"copyjobs/{job}/").status_code == 404
     assert not prefect_runs(service, f"copy-{job}")
     assert not (service.store_base / f"key-{job}").exists()
-
-
-def test_a_run_prefect_refuses_fails_readably_and_is_not_retried(strict):
-    job = jid()
-    response = raw(strict, "POST", "copyjobs/",
-                   data={"jid": job, "input_dirs": oversize_input_dirs(), "output_dir": f"home/alice/{job}"})
-    assert response.status_code == 201, response.text  # accepted: this replica does not check
-    copy = wait_status(strict.client(), JobType.COPY, job, timeout=60)
-    assert copy["status"] == "finishedWithError", copy
-    assert copy["message"].startswith("Prefect refused to create the run (422): "), copy
-    assert "must be less than 524,288 bytes" in copy["message"], copy
-    assert not prefect_runs(strict, f"copy-{job}")
-    with sqlite3.connect(strict.store_base.parent / "state-h4-strict" / "outbox.db") as outbox:
-        assert outbox.execute("SELECT count(*) FROM requests").fetchone() == (0,)  # dropped, not retried
-    started = time.monotonic()
-    assert raw(strict, "DELETE", f"copyjobs/{job}/").status_code == 204
-    assert time.monotonic() - started < 5
-    assert raw(strict, "GET", f"copyjobs/{job}/").status_code == 404
 
 
 # ----- jids -------------------------------------------------------------------------------------

@@ -66,11 +66,12 @@ def settled_runs(service: Service, name: str, count: int = 1, timeout: float = 3
         time.sleep(0.2)
 
 
-def prefect_logs(service: Service, task_run_id: str) -> list[dict]:
-    """Every Prefect log record of a step's task run, oldest first."""
+def prefect_logs(service: Service, run_id: str, of: str = "task_run_id") -> list[dict]:
+    """Every Prefect log record of a step's task run (``of="flow_run_id"``: of a job's flow
+    run, its steps' included), oldest first."""
     records: list[dict] = []
     while True:
-        body = {"logs": {"task_run_id": {"any_": [task_run_id]}}, "limit": 200, "offset": len(records)}
+        body = {"logs": {of: {"any_": [run_id]}}, "limit": 200, "offset": len(records)}
         page = service.prefect("post", "/logs/filter", json=body).json()
         records += page
         if len(page) < 200:

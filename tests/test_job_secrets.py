@@ -1,6 +1,6 @@
 """A job's env values reach the plugin and nowhere else, on the real service with each
 compute backend: not in Prefect's records (runs, logs, artifacts, events, blocks), not in any
-file of the state dir (the outbox and the Slurm work dir included), not in Kubernetes objects
+file of the state dir (the job book and the Slurm work dir included), not in Kubernetes objects
 other than the job's Secret. And every line a chatty plugin prints reaches Prefect's logs."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from test_fslink_lifecycle import (
     prefect_log_messages,
     prefect_logs,
     prefect_runs,
+    settled_runs,
     sh_plugin,
 )
 
@@ -56,7 +57,7 @@ def prefect_answers(service: Service, jid: str, since: datetime) -> dict[str, st
     answers = {"flow runs": json.dumps(runs)}
     answers["task runs"] = service.prefect("post", "/task_runs/filter", json={
         "flow_runs": {"id": {"any_": ids}}}).text
-    answers["logs"] = json.dumps([prefect_logs(service, run_id) for run_id in ids])
+    answers["logs"] = json.dumps([prefect_logs(service, run_id, of="flow_run_id") for run_id in ids])
     answers["artifacts"] = service.prefect("post", "/artifacts/filter", json={
         "flow_runs": {"id": {"any_": ids}}}).text
     answers["blocks"] = service.prefect("post", "/block_documents/filter", json={"include_secrets": True}).text
@@ -105,8 +106,7 @@ def run_token_plugin(service: Service, token: str, process_list: bool = False) -
     assert compute["status"] == "finishedSuccessfully", compute
     assert (service.store_base / output_dir / "token.txt").read_text() == f"{token}\n"
     assert f"token: {MASK}" in compute["logs"] and token not in compute["logs"]
-    run = prefect_runs(service, f"plugin-{jid}")[0]
-    assert run["parameters"]["job"]["env"] == ["CHRIS_USER_TOKEN=<sealed>", "A=<sealed>"]
+    run = settled_runs(service, f"plugin-{jid}")[0]
     deadline = time.monotonic() + 15
     while f"token: {MASK}" not in prefect_log_messages(service, run["id"]):
         assert time.monotonic() < deadline
@@ -124,7 +124,7 @@ def assert_nowhere(service: Service, jid: str, token: str, since: datetime, stat
     for what, text in prefect_answers(service, jid, since).items():
         assert token not in text, what
     assert files_holding(state_dir, token) == []
-    assert (state_dir / "outbox.db").stat().st_mode & 0o077 == 0
+    assert (state_dir / "jobs.db").stat().st_mode & 0o077 == 0
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_chatty_plugin_lines_all_reach_prefect(fslink: Service):
     client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, CHATTY_SCRIPT))
     assert wait_status(client, JobType.PLUGIN, jid, timeout=300)["status"] == "finishedSuccessfully"
     deadline = time.monotonic() + 120  # the container ended; its run still forwards its output
-    while (run := prefect_runs(fslink, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
+    while (run := settled_runs(fslink, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert run["state_type"] == "COMPLETED"

@@ -55,9 +55,15 @@ def artifact(service: Service, key: str) -> dict:
     return found[0]
 
 
-def runs_tagged(service: Service, tag: str) -> list[dict]:
-    return service.prefect("post", "/flow_runs/filter", json={
-        "flow_runs": {"tags": {"all_": [tag]}}, "sort": "START_TIME_ASC"}).json()
+def task_runs_tagged(service: Service, tag: str) -> list[dict]:
+    return service.prefect("post", "/task_runs/filter", json={
+        "task_runs": {"tags": {"all_": [tag]}}, "sort": "EXPECTED_START_TIME_ASC"}).json()
+
+
+def task_runs_of(service: Service, flow_run_id: str) -> list[dict]:
+    """The task runs of a flow run (its own, not its subflows')."""
+    return service.prefect("post", "/task_runs/filter", json={
+        "flow_runs": {"id": {"any_": [flow_run_id]}}}).json()
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +86,15 @@ def test_whole_job_from_its_deployment(service: Service):
     assert run["name"] == f"job-{jid}"
     assert tree(service.store_base / output_dir) == FSLINK_STAGED  # where CUBE would expect them
     assert not (service.store_base / f"key-{jid}").exists()  # cleaned up
-    steps = {sub["name"]: sub for sub in runs_tagged(service, f"jid:{jid}")}
-    assert {"copy-" + jid, "plugin-" + jid, "delete-" + jid} <= set(steps)
-    assert all(sub["state_type"] == "COMPLETED" for sub in steps.values())
+    steps = {step["name"]: step for step in task_runs_of(service, run_id)}  # the same tasks as the API's steps
+    assert set(steps) == {"copy-" + jid, "plugin-" + jid, "delete-" + jid}
+    assert all(step["state_type"] == "COMPLETED" for step in steps.values())
+    for name, step in steps.items():
+        assert {f"jid:{jid}", "step:" + name.split("-", 1)[0], "pfcon"} <= set(step["tags"])
     assert {f"image:{BUSYBOX}", "compute:docker"} <= set(steps["plugin-" + jid]["tags"])
     outputs = artifact(service, f"pfcon-outputs-{jid}")
-    assert outputs["type"] == "table" and outputs["flow_run_id"] == steps["plugin-" + jid]["id"]
+    assert outputs["type"] == "table" and outputs["task_run_id"] == steps["plugin-" + jid]["id"]
+    assert outputs["flow_run_id"] == run_id
     assert sorted(row["file"] for row in json.loads(outputs["data"])) == FSLINK_STAGED
 
 
@@ -125,7 +134,7 @@ def test_reprocessing_over_a_glob_with_a_concurrency_limit(service: Service):
     assert statuses == {"s1": "done", "s2": "done", "s3": "done", "s4": "skipped (done)"}
     limit = service.prefect("get", "/v2/concurrency_limits/pfcon-reprocess").json()
     assert limit["limit"] == 1
-    plugin_runs = [r for r in runs_tagged(service, f"image:{BUSYBOX}")
+    plugin_runs = [r for r in task_runs_tagged(service, f"image:{BUSYBOX}")
                    if r["name"].startswith(f"plugin-re-{run_id[:8]}") and r["state_type"] == "COMPLETED"]
     assert len(plugin_runs) == 3
     intervals = sorted((datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"]))
@@ -161,10 +170,16 @@ def test_lifecycle_on_postgresql(postgres_service: Service):
         [*FSLINK_STAGED, "new.txt"])
     client.submit_job(JobType.DELETE, jid, {})
     assert wait_status(client, JobType.DELETE, jid)["status"] == "finishedSuccessfully"
-    # the runs live in PostgreSQL
-    names = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", os.environ["PFCON_TEST_POSTGRES_URL"].rsplit(":", 1)[1].split("/")[0],
-         "-U", "postgres", "-d", service.database, "-At", "-c",
-         f"SELECT name FROM flow_run WHERE name LIKE '%-{jid}' ORDER BY name"],
-        capture_output=True, text=True, check=True).stdout.split()
-    assert names == [f"copy-{jid}", f"delete-{jid}", f"plugin-{jid}"]
+    # the job's flow run and its steps' task runs live in PostgreSQL
+    def names(table: str) -> list[str]:
+        return subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", os.environ["PFCON_TEST_POSTGRES_URL"].rsplit(":", 1)[1].split("/")[0],
+             "-U", "postgres", "-d", service.database, "-At", "-c",
+             f"SELECT name FROM {table} WHERE name LIKE '%-{jid}' ORDER BY name"],
+            capture_output=True, text=True, check=True).stdout.split()
+
+    assert names("flow_run") == [f"job-{jid}"]
+    deadline = time.monotonic() + 30  # task-run rows are written from the engine's events
+    while names("task_run") != [f"copy-{jid}", f"delete-{jid}", f"plugin-{jid}"]:
+        assert time.monotonic() < deadline, names("task_run")
+        time.sleep(0.5)

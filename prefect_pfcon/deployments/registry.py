@@ -8,7 +8,10 @@ from typing import Any
 from uuid import UUID
 
 from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.schedules import Cron
+from prefect.utilities.callables import ParameterSchema, parameter_schema
 
 from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS, ComputeBlock, StorageBlock
 from prefect_pfcon.blocks.compute.volumes import volume_mountpoint
@@ -113,6 +116,8 @@ async def save_blocks(settings: PfconSettings) -> None:
     await compute_from_settings(settings).asave(settings.compute_block, overwrite=True)
 
 
+SERVED_ONLY = ("jid", "idle_seconds")
+
 EXAMPLE_REPROCESS_SCHEDULE = Cron(
     "0 2 * * *",
     timezone="UTC",
@@ -133,10 +138,23 @@ async def apply_deployments() -> dict[UUID, Flow]:
     paused). The API's own jobs are flow runs of the same job flow.
     """
     job = await job_flow.to_deployment(name=DEPLOYMENT_NAME, tags=[SERVICE_TAG, "job"], description=job_flow.description)
+    job_id = await job.apply()
+    async with get_client() as client:
+        await client.update_deployment(job_id, DeploymentUpdate(parameter_openapi_schema=whole_job_form()))
     reprocess = await reprocess_flow.to_deployment(
         name=DEPLOYMENT_NAME,
         tags=[SERVICE_TAG, "reprocess"],
         description=reprocess_flow.description,
         schedules=[EXAMPLE_REPROCESS_SCHEDULE],
     )
-    return {await job.apply(): job_flow, await reprocess.apply(): reprocess_flow}
+    return {job_id: job_flow, await reprocess.apply(): reprocess_flow}
+
+
+def whole_job_form() -> ParameterSchema:
+    """The job deployment's run form: a whole job, its ``job`` required and typed; the
+    parameters only the API's served runs use (``jid``, ``idle_seconds``) left out."""
+    schema = parameter_schema(job_flow)
+    properties = {name: field for name, field in schema.properties.items() if name not in SERVED_ONLY}
+    job = {key: value for key, value in properties["job"].items() if key not in ("anyOf", "default")}
+    properties["job"] = {**job, **next(option for option in schema.properties["job"]["anyOf"] if "$ref" in option)}
+    return schema.model_copy(update={"properties": properties, "required": ["job"]})

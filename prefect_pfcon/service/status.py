@@ -16,7 +16,7 @@ from prefect_pfcon.tasks.command import build_plugin_command
 _WAITING = {StateType.SCHEDULED, StateType.PENDING}
 _ACTIVE = {StateType.RUNNING, StateType.PAUSED}
 _FAILED = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
-FAILURE_BOILERPLATE = re.compile(r"^(?:Flow|Task) run encountered an exception: (?:[A-Za-z_][\w.]*: )?")
+FAILURE_BOILERPLATE = re.compile(r"^(?:Flow|Task) run encountered an exception:? (?:[A-Za-z_][\w.]*: )?")
 
 
 def rfc3339(moment: datetime | None) -> str:
