@@ -2,9 +2,12 @@
 
 Nothing is kept here: a job is the flow run ``job-<jid>`` of the ``pfcon-job/<name>``
 deployment, its steps are that run's inputs (``prefect_pfcon.flows.step_inputs``), so any
-number of replicas sharing the Prefect server answer alike. Each answer reads Prefect (at most
-``VIEW_SECONDS`` old); each call is retried while Prefect is lost or busy, within
-``PFCON_PREFECT_DEADLINE_SECONDS`` (``TimeoutError``: the API answers 503).
+number of replicas sharing the Prefect server answer alike. A step's state is what its flow
+run recorded there (started; ended, once its logs were shipped), or the flow run's own end,
+not its task run's row, which Prefect writes from events up to a second late; its logs are its
+task run's Prefect logs. Each answer reads Prefect (at most ``VIEW_SECONDS`` old); each call
+is retried while Prefect is lost or busy, within ``PFCON_PREFECT_DEADLINE_SECONDS``
+(``TimeoutError``: the API answers 503).
 """
 
 from __future__ import annotations
