@@ -1,12 +1,14 @@
 """prefect.yaml's deployments on real work pools: the process pool runs whole jobs and the
-API's job steps (PFCON_DEPLOYMENT=process) through a real `prefect worker`; the docker and
-kubernetes pools are created from workpools/ templates and every deployment applies."""
+API's jobs (PFCON_DEPLOYMENT=process: one flow run per job, a task run per step) through a real
+`prefect worker`; the docker and kubernetes pools are created from workpools/ templates and
+every deployment applies."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +16,22 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from pfconclient.client import JobType
+from pfconclient.exceptions import PfconRequestException
 
 from conftest import Service, _start_replica, _stop, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
 from prefect_pfcon.job_secrets import KEY_ENV
-from test_fslink_lifecycle import copy_inputs, new_jid, plugin_descriptors
+from test_fslink_lifecycle import job_runs, settled_runs, sh_plugin
 from test_prefect_native import plugin_spec, prefect_cli, run_deployment, wait_run
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-PROCESS_DEPLOYMENTS = [f"pfcon-{flow}/process" for flow in ("copy", "plugin", "upload", "delete", "job", "reprocess")]
+WORKER_QUERY_SECONDS = 2
+IDLE_SECONDS = 15
+"""The pool API's PFCON_JOB_IDLE_SECONDS: longer than any pause of its tests between steps."""
+EVENT_START_SECONDS = 3.0
+"""The most a plugin posted to an idle job may take to start: its flow run hears of it by an
+event (the run re-reads its inputs without one only every 300 s), then starts a container."""
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,8 @@ def secrets_key() -> str:
 
 @pytest.fixture(scope="module")
 def worker(pools: Service, session_tmp: Path, secrets_key: str) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, "PREFECT_API_URL": pools.prefect_api_url, KEY_ENV: secrets_key}
+    env = {**os.environ, "PREFECT_API_URL": pools.prefect_api_url, KEY_ENV: secrets_key,
+           "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS)}
     log = (session_tmp / "process-worker.log").open("w")
     process = subprocess.Popen([PREFECT, "worker", "start", "--pool", "pfcon-process", "--type", "process"],
                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -59,6 +68,17 @@ def worker(pools: Service, session_tmp: Path, secrets_key: str) -> Iterator[subp
     except subprocess.TimeoutExpired:  # Prefect's worker may wait on its runs' processes: ours to stop
         process.kill()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pool_api(pools: Service, worker, session_tmp: Path, secrets_key: str) -> Iterator[Service]:
+    """An API replica with PFCON_DEPLOYMENT=process, on the pools' Prefect server."""
+    replica = _start_replica(session_tmp, pools, "fslink", {
+        "PFCON_DEPLOYMENT": "process", KEY_ENV: secrets_key, "PFCON_JOB_IDLE_SECONDS": str(IDLE_SECONDS)},
+        name="pool-api")
+    make_fslink_fixture(replica.store_base)
+    yield replica
+    _stop(replica)
 
 
 def test_every_deployment_applies_to_its_pool(pools: Service):
@@ -86,20 +106,91 @@ def test_whole_job_on_the_process_pool(pools: Service, worker):
     assert tree(service.store_base / output_dir) == FSLINK_STAGED
 
 
-def test_api_steps_run_on_the_pool(pools: Service, worker, session_tmp: Path, secrets_key: str):
-    """An API replica with PFCON_DEPLOYMENT=process: CUBE's job steps become runs of the
-    process pool's deployments, and the worker runs them (opening the env the API sealed)."""
-    replica = _start_replica(session_tmp, pools, "fslink", {"PFCON_DEPLOYMENT": "process", KEY_ENV: secrets_key},
-                             name="pool-api")
-    try:
-        make_fslink_fixture(replica.store_base)
-        client = replica.client()
-        jid, output_dir = new_jid(), f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
-        assert copy_inputs(replica, jid, output_dir)["status"] == "finishedSuccessfully"
-        client.submit_job(JobType.PLUGIN, jid, plugin_descriptors(output_dir))
-        assert wait_status(client, JobType.PLUGIN, jid, timeout=300)["status"] == "finishedSuccessfully"
-        runs = pools.prefect("post", "/flow_runs/filter", json={
-            "flow_runs": {"name": {"any_": [f"copy-{jid}", f"plugin-{jid}"]}}}).json()
-        assert {run["work_pool_name"] for run in runs} == {"pfcon-process"}
-    finally:
-        _stop(replica)
+def test_api_jobs_run_on_the_pool(pools: Service, pool_api: Service, docker_client):
+    """CUBE's job steps posted to the pool API become task runs of one flow run ``job-<jid>``
+    of pfcon-job/process, which the worker runs (opening the env the API sealed); the run is
+    woken by an event for each step, and a DELETE stops a step."""
+    replica = pool_api
+    client = replica.client()
+    jid, output_dir = f"pool-api-{uuid.uuid4().hex[:10]}", f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
+
+    client.submit_job(JobType.COPY, jid, {"input_dirs": ["home/alice/feed/in"], "output_dir": output_dir})
+    assert client.get_job_status(JobType.COPY, jid)["compute"]["status"] == "notStarted"  # until a worker takes its run
+    copy = wait_status(client, JobType.COPY, jid, timeout=120)
+    assert copy["status"] == "finishedSuccessfully" and "Staged 4 files" in copy["logs"], copy
+
+    # a DELETE stops a running plugin: its container goes, the job forgets it
+    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo waiting; sleep 300"))
+    wait_for_status(client, jid, "started", timeout=60)
+    client.delete_job(JobType.PLUGIN, jid)
+    with pytest.raises(PfconRequestException) as missing:
+        client.get_job_status(JobType.PLUGIN, jid)
+    assert missing.value.code == 404
+    assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+
+    # posted to the idle job again, the plugin starts at once: an event woke the run
+    time.sleep(2)
+    posted = time.monotonic()
+    script = 'echo "SECRET is $SECRET"; echo "$SECRET" > "$2"/env.txt; sleep 2; echo done'
+    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, script, env=["SECRET=pool-secret-value"]))
+    seen = wait_for_status(client, jid, "started", timeout=60)
+    assert time.monotonic() - posted < EVENT_START_SECONDS, seen
+    assert seen[0] == "notStarted"
+    plugin = wait_status(client, JobType.PLUGIN, jid, timeout=120)
+    assert plugin["status"] == "finishedSuccessfully", plugin
+    assert (replica.store_base / output_dir / "env.txt").read_text() == "pool-secret-value\n"  # opened on the worker
+    assert "SECRET is" in plugin["logs"] and "pool-secret-value" not in plugin["logs"]
+
+    client.submit_job(JobType.DELETE, jid, {})
+    assert wait_status(client, JobType.DELETE, jid, timeout=60)["status"] == "finishedSuccessfully"
+    assert not (replica.store_base / f"key-{jid}").exists()
+
+    # in Prefect: one flow run of the job on the pool, the steps its task runs
+    runs = job_runs(pools, jid)
+    assert len(runs) == 1 and runs[0]["work_pool_name"] == "pfcon-process"
+    deployment = pools.prefect("get", f"/deployments/{runs[0]['deployment_id']}").json()
+    assert deployment["name"] == "process" and runs[0]["parameters"]["jid"] == jid
+    deadline = time.monotonic() + 30  # the run ends just after its delete step
+    while (run := job_runs(pools, jid)[0])["state_type"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run["state_type"] == "COMPLETED", run["state"]
+    steps = {step: settled_runs(pools, f"{step}-{jid}", count=2 if step == "plugin" else 1)
+             for step in ("copy", "plugin", "delete")}
+    assert {task["flow_run_id"] for tasks in steps.values() for task in tasks} == {run["id"]}
+    assert [task["state_type"] for task in steps["plugin"]] == ["COMPLETED", "CANCELLED"]
+    assert steps["copy"][0]["state_type"] == steps["delete"][0]["state_type"] == "COMPLETED"
+
+
+def wait_for_status(client, jid: str, status: str, timeout: float) -> list[str]:
+    """Poll the plugin job until it has ``status``; the statuses seen, in order."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while not seen or seen[-1] != status:
+        assert time.monotonic() < deadline, seen
+        current = client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"]
+        if not seen or seen[-1] != current:
+            seen.append(current)
+        time.sleep(0.1)
+    return seen
+
+
+def test_an_idle_job_ends_and_a_later_step_starts_another_run(pools: Service, pool_api: Service):
+    """A job's flow run gives its pool slot back after PFCON_JOB_IDLE_SECONDS without a step;
+    the job's next step starts a new run, and the job keeps its steps across both."""
+    client = pool_api.client()
+    jid, output_dir = f"pool-idle-{uuid.uuid4().hex[:10]}", f"home/alice/feed/out-{uuid.uuid4().hex[:6]}"
+    client.submit_job(JobType.COPY, jid, {"input_dirs": ["home/alice/feed/in"], "output_dir": output_dir})
+    assert wait_status(client, JobType.COPY, jid, timeout=120)["status"] == "finishedSuccessfully"
+    deadline = time.monotonic() + IDLE_SECONDS + 30
+    while (run := job_runs(pools, jid)[0])["state_type"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run["state_type"] == "CANCELLED", run["state"]
+    assert run["state"]["message"] == f"No step was posted for {IDLE_SECONDS} s"
+    assert client.get_job_status(JobType.COPY, jid)["compute"]["status"] == "finishedSuccessfully"
+
+    client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo again"))  # the copy guard passes
+    plugin = wait_status(client, JobType.PLUGIN, jid, timeout=120)
+    assert plugin["status"] == "finishedSuccessfully" and plugin["logs"] == "again\n", plugin
+    runs = job_runs(pools, jid)
+    assert len(runs) == 2 and runs[1]["id"] == run["id"] and runs[0]["state_type"] == "RUNNING"
+    assert settled_runs(pools, f"plugin-{jid}")[0]["flow_run_id"] == runs[0]["id"]
