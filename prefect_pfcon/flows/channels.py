@@ -18,7 +18,7 @@ from uuid import UUID
 
 from prefect.client.schemas.objects import State
 
-from prefect_pfcon.flows.requests import StepRequest
+from prefect_pfcon.flows.attempts import StepRequest
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from prefect_pfcon.blocks import load_compute, load_storage
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.flows.channels import JobEnd, ListedSteps, StepChannel, local_channel
 from prefect_pfcon.flows.logs import logs_shipped_on_exit
-from prefect_pfcon.flows.requests import StepRequest
+from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
 from prefect_pfcon.job_secrets import seal
 from prefect_pfcon.models import ChrisJob, CopyJob, DeleteJob, JobStep, PluginJob, UploadJob

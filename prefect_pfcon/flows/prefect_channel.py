@@ -37,7 +37,7 @@ from prefect.client.schemas.objects import State
 from prefect.events.clients import get_events_subscriber
 
 from prefect_pfcon.flows.channels import JobEnd, StepChannel
-from prefect_pfcon.flows.requests import StepRequest
+from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.flows.step_inputs import (
     ended_key,
     events_of,

@@ -23,7 +23,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRunInput, State
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from prefect_pfcon.flows.requests import StepRequest
+from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.models import JobStep
 
 PREFIX = "pfcon-"

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from prefect.client.schemas.objects import State, StateType
 
-from prefect_pfcon.flows.requests import StepAttempt, StepRequest
+from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.models import JobStep
 
 JIDS_KEPT_IN_MEMORY = 10_000

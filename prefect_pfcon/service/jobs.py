@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from prefect_pfcon.blocks.compute import ComputeBlock
 from prefect_pfcon.blocks.compute.base import ZERO_TIME
 from prefect_pfcon.blocks.storage import StorageBlock
-from prefect_pfcon.flows.requests import StepAttempt, StepRequest
+from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.job_secrets import SealError, mask, masked_values, seal, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
 from prefect_pfcon.names import step_tags

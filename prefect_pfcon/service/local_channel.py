@@ -11,7 +11,7 @@ from typing import TypeVar
 from prefect.client.schemas.objects import State
 
 from prefect_pfcon.flows.channels import JobEnd, StepChannel
-from prefect_pfcon.flows.requests import StepRequest
+from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.log_tails import LogTails
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from prefect_pfcon.flows.requests import StepAttempt, StepRequest
+from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.log_tails import LogTails

@@ -34,7 +34,7 @@ from prefect.events.schemas.events import Resource
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed, Failed
 
-from prefect_pfcon.flows.requests import StepAttempt, StepRequest
+from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.flows.step_inputs import (
     STEP_REMOVED,
     STEP_REQUESTED,

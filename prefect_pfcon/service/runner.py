@@ -27,7 +27,7 @@ from prefect.states import Crashed, Failed, Pending, Scheduled
 
 from prefect_pfcon.flows.channels import register_local_channel, unregister_local_channel
 from prefect_pfcon.flows.job import job_flow
-from prefect_pfcon.flows.requests import StepRequest
+from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.names import job_run_name, job_tags
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.local_channel import LocalChannel

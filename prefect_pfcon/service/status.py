@@ -9,7 +9,7 @@ from datetime import datetime
 from prefect.client.schemas.objects import State, StateType
 
 from prefect_pfcon.blocks.compute.base import ZERO_TIME, ContainerState
-from prefect_pfcon.flows.requests import StepAttempt
+from prefect_pfcon.flows.attempts import StepAttempt
 from prefect_pfcon.models import JobStatus, JobStep, PluginJob
 from prefect_pfcon.tasks.command import build_plugin_command
 

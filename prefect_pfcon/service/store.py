@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from uuid import UUID
 
-from prefect_pfcon.flows.requests import StepAttempt, StepRequest
+from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.models import JobStep
 
 
