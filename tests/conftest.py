@@ -127,9 +127,10 @@ def _start_service(
             output.append(line)
             if "ready" in line:
                 ready.set()
+        ready.set()  # the process ended: no use waiting
 
     threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(READY_TIMEOUT):
+    if not ready.wait(READY_TIMEOUT) or process.poll() is not None:
         process.terminate()
         raise RuntimeError(f"{name} service not ready:\n{''.join(output[-50:])}")
     return Service(

@@ -49,10 +49,8 @@ def service(fslink_service: Service) -> Service:
 
 @pytest.fixture(scope="module")
 def strict(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
-    """A replica on the shared Prefect server with short login and header windows, whose own
-    size check is off (``0``), so that Prefect itself refuses an oversize run."""
-    env = {"PREFECT_SERVER_API_MAX_PARAMETER_SIZE": "0", "PFCON_LOGIN_WINDOW_SECONDS": str(LOGIN_WINDOW),
-           "PFCON_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
+    """A replica on the shared Prefect server with short login and header windows."""
+    env = {"PFCON_LOGIN_WINDOW_SECONDS": str(LOGIN_WINDOW), "PFCON_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
     replica = _start_replica(session_tmp, fslink_service, "fslink", env, name="h4-strict")
     yield replica
     _stop(replica)
