@@ -102,7 +102,8 @@ async def apply_deployments() -> dict[UUID, Flow]:
     job = await job_flow.to_deployment(name=DEPLOYMENT_NAME, tags=[SERVICE_TAG, "job"], description=job_flow.description)
     job_id = await job.apply()
     async with get_client() as client:
-        await client.update_deployment(job_id, DeploymentUpdate(parameter_openapi_schema=whole_job_form()))
+        form = whole_job_form().model_dump(exclude_unset=True)
+        await client.update_deployment(job_id, DeploymentUpdate(parameter_openapi_schema=form))
     reprocess = await reprocess_flow.to_deployment(
         name=DEPLOYMENT_NAME,
         tags=[SERVICE_TAG, "reprocess"],
