@@ -16,6 +16,9 @@ from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 from prefect_pfcon.state_dir import private_dir
 
 DEFAULT_PREFECT_PORT = 4200
+# the variables ``up``'s flags override (each flag's ``dest`` is its variable)
+OVERRIDDEN = ("PFCON_HOST", "PFCON_PORT", "STOREBASE_MOUNT", "STORAGE_ENV", "CONTAINER_ENV",
+              "PFCON_USER", "PFCON_PASSWORD", "SECRET_KEY")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,17 +30,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the Prefect server (unless PREFECT_API_URL is set), the pfcon API "
         "and an in-process runner in the foreground. Flags override environment variables.",
     )
-    up.add_argument("--host", help="API bind address (PFCON_HOST, default 127.0.0.1)")
-    up.add_argument("--port", type=int, help="API port (PFCON_PORT, default 30006)")
-    up.add_argument("--storebase", type=Path, dest="store_base",
+    up.add_argument("--host", dest="PFCON_HOST", help="API bind address (PFCON_HOST, default 127.0.0.1)")
+    up.add_argument("--port", dest="PFCON_PORT", type=int, help="API port (PFCON_PORT, default 30006)")
+    up.add_argument("--storebase", type=Path, dest="STOREBASE_MOUNT",
                     help="storeBase directory (STOREBASE_MOUNT, default /var/local/storeBase)")
-    up.add_argument("--storage", dest="storage_env", choices=get_args(StorageEnv),
+    up.add_argument("--storage", dest="STORAGE_ENV", choices=get_args(StorageEnv),
                     help="storage mode (STORAGE_ENV, default fslink)")
-    up.add_argument("--compute", dest="container_env", choices=get_args(ContainerEnv),
+    up.add_argument("--compute", dest="CONTAINER_ENV", choices=get_args(ContainerEnv),
                     help="compute backend (CONTAINER_ENV, default docker)")
-    up.add_argument("--user", help="API user (PFCON_USER, default pfcon)")
-    up.add_argument("--password", help="API password (PFCON_PASSWORD, default pfcon1234)")
-    up.add_argument("--secret-key", dest="secret_key",
+    up.add_argument("--user", dest="PFCON_USER", help="API user (PFCON_USER, default pfcon)")
+    up.add_argument("--password", dest="PFCON_PASSWORD", help="API password (PFCON_PASSWORD, default pfcon1234)")
+    up.add_argument("--secret-key", dest="SECRET_KEY",
                     help="JWT secret (SECRET_KEY; default: generated once and kept in the state dir)")
     up.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
                     help="port of the local Prefect server when one is started (default 4200)")
@@ -63,7 +66,7 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
         return None
     ui_url = f"http://127.0.0.1:{prefect_port}"
     os.environ["PREFECT_API_URL"] = f"{ui_url}/api"
-    auth_string = settings.resolved_prefect_auth_string()
+    auth_string = settings.service.resolved_prefect_auth_string()
     os.environ["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     os.environ["PREFECT_API_AUTH_STRING"] = auth_string
     os.environ.setdefault("PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", ui_url)
@@ -71,7 +74,7 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
     private_dir(Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser())
     from prefect_pfcon.embedded.unused_ca import unused_ca_file
 
-    os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(settings.state_dir)))
+    os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(unused_ca_file(settings.service.state_dir)))
     return ui_url
 
 
@@ -97,17 +100,14 @@ def up(args: argparse.Namespace) -> None:
     them: the process exits without waiting for their threads.
     """
     overrides: dict[str, Any] = {
-        key: value
-        for key in ("host", "port", "store_base", "storage_env", "container_env",
-                    "user", "password", "secret_key")
-        if (value := getattr(args, key)) is not None
+        variable: value for variable in OVERRIDDEN if (value := getattr(args, variable)) is not None
     }
     try:
         settings = PfconSettings(**overrides)
     except ValidationError as exc:
         raise SystemExit(f"prefect-pfcon: invalid configuration: {configuration_errors(exc)}") from None
     try:
-        private_dir(settings.state_dir)
+        private_dir(settings.service.state_dir)
     except PermissionError as error:
         sys.exit(f"prefect-pfcon: {error}")
     ui_url = _prepare_prefect_env(args.prefect_port, settings)
@@ -116,10 +116,10 @@ def up(args: argparse.Namespace) -> None:
 
     server = None
     if ui_url is not None:
-        server = LocalPrefectServer(args.prefect_port, settings.state_dir / "prefect-server.log")
+        server = LocalPrefectServer(args.prefect_port, settings.service.state_dir / "prefect-server.log")
     shown_ui = ui_url or os.environ["PREFECT_API_URL"].removesuffix("/api")
     if ui_url is not None:
-        shown_ui += f" (log in with the auth string {settings.prefect_auth_source()})"
+        shown_ui += f" (log in with the auth string {settings.service.prefect_auth_source()})"
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(serve(settings, server, shown_ui))

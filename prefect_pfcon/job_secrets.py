@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from prefect_pfcon.models import PluginJob
-from prefect_pfcon.settings import PfconSettings
+from prefect_pfcon.settings import ServiceSettings
 from prefect_pfcon.state_dir import read_or_create_secret
 
 KEY_ENV = "PFCON_JOB_SECRETS_KEY"
@@ -38,7 +38,7 @@ class SealError(RuntimeError):
 
 
 def _key_file(state_dir: Path | None) -> Path:
-    return (state_dir or PfconSettings().state_dir) / KEY_FILE
+    return (state_dir or ServiceSettings().state_dir) / KEY_FILE
 
 
 @lru_cache(maxsize=4)

@@ -1,13 +1,23 @@
-"""Service configuration, read from the environment with pfcon's variable names."""
+"""Service configuration, read from the environment with pfcon's variable names.
+
+One section per concern: ``service`` (the API and the runner), ``storage`` and ``compute``,
+the last two with a nested section per storage mode and per compute backend. A section's
+fields are named like the fields of the block it describes, so a block is made from
+``model_dump()``; the fields that only choose or name a block are left out of the dump.
+"""
 
 from __future__ import annotations
 
 import secrets
+import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (AliasChoices, BeforeValidator, Field, PlainSerializer, SecretStr, field_validator,
+                      model_validator)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.sources import ENV_FILE_SENTINEL, DotenvType
 
 from prefect_pfcon.state_dir import read_or_create_secret
 
@@ -34,10 +44,53 @@ def parse_key_values(text: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-class PfconSettings(BaseSettings):
-    """Settings of the pfcon-format API and of the blocks it creates on ``up``."""
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+def _from_text(parse: Callable[[str], Any]) -> BeforeValidator:
+    """A variable's text parsed with ``parse``; other values (the defaults) pass as they are."""
+    return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
+
+
+# a block keeps paths as text; variables holding lists and maps are pfcon's plain text, not JSON
+PathText = Annotated[Path, PlainSerializer(str, return_type=str)]
+KeyValues = Annotated[dict[str, str], NoDecode, _from_text(parse_key_values)]
+Names = Annotated[list[str], NoDecode, _from_text(_names)]
+ShellWords = Annotated[list[str], NoDecode, _from_text(shlex.split)]
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Section)
+
+
+class Section(BaseSettings):
+    """Settings of one concern, read from the environment and ``.env`` by variable name (a
+    field's alias; never by the field's own name: ``USER`` or ``KEY`` are not settings).
+
+    Overrides are given by variable name too (``PfconSettings(PFCON_PORT=8080)``); every
+    nested section is read with the same overrides and the same ``_env_file``, and takes
+    those of its own variables.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    def __init__(self, _env_file: DotenvType | None = ENV_FILE_SENTINEL, **values: Any) -> None:
+        sections = {
+            name: field.annotation(_env_file=_env_file, **values)
+            for name, field in type(self).model_fields.items() if _is_section(field.annotation)
+        }
+        super().__init__(_env_file=_env_file, **values, **sections)
+
+
+SectionT = TypeVar("SectionT", bound=Section)
+# a nested section: the one ``Section.__init__`` builds (a variable of the section's name,
+# ``SWIFT``, ``COMPUTE`` ..., is taken as text and overridden), left out of its parent's dump
+Nested = Annotated[SectionT, NoDecode, Field(exclude=True)]
+
+
+class ServiceSettings(Section):
+    """The pfcon API, its limits, its state directory and the embedded runner."""
 
     host: str = Field("127.0.0.1", validation_alias="PFCON_HOST")
     port: int = Field(30006, validation_alias="PFCON_PORT")
@@ -45,7 +98,6 @@ class PfconSettings(BaseSettings):
     password: str = Field(DEV_PASSWORD, validation_alias="PFCON_PASSWORD")
     secret_key: str = Field("", validation_alias="SECRET_KEY")
     application_mode: str | None = Field(None, validation_alias="APPLICATION_MODE")
-    innetwork: bool | None = Field(None, validation_alias="PFCON_INNETWORK")
     prefect_auth_string: SecretStr = Field(
         SecretStr(""),
         validation_alias=AliasChoices("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"),
@@ -53,58 +105,8 @@ class PfconSettings(BaseSettings):
     state_dir: Path = Field(
         Path.home() / ".prefect-pfcon", validation_alias="PFCON_STATE_DIR"
     )
-
-    storage_env: StorageEnv = Field("fslink", validation_alias="STORAGE_ENV")
-    container_env: ContainerEnv = Field("docker", validation_alias="CONTAINER_ENV")
-    store_base: Path = Field(
-        Path("/var/local/storeBase"),
-        validation_alias=AliasChoices("STOREBASE_MOUNT", "PFCON_STOREBASE"),
-    )
-    host_store_base: Path | None = Field(None, validation_alias="STOREBASE")
-    hardlink_inputs: bool = Field(True, validation_alias="PFCON_HARDLINK_INPUTS")
-    transfer_workers: int = Field(10, ge=1, le=64, validation_alias="PFCON_TRANSFER_WORKERS")
     max_upload_mb: int = Field(10240, ge=1, validation_alias="PFCON_MAX_UPLOAD_MB")
-    zip_max_unpacked_mb: int = Field(10240, ge=1, validation_alias="PFCON_ZIP_MAX_UNPACKED_MB")
-    swift_auth_url: str = Field("", validation_alias="SWIFT_AUTH_URL")
-    swift_username: str = Field("", validation_alias="SWIFT_USERNAME")
-    swift_key: SecretStr = Field(SecretStr(""), validation_alias="SWIFT_KEY")
-    swift_container_name: str = Field("users", validation_alias="SWIFT_CONTAINER_NAME")
-    s3_endpoint_url: str = Field("", validation_alias="S3_ENDPOINT_URL")
-    s3_access_key: SecretStr = Field(SecretStr(""), validation_alias="S3_ACCESS_KEY")
-    s3_secret_key: SecretStr = Field(SecretStr(""), validation_alias="S3_SECRET_KEY")
-    s3_bucket_name: str = Field("users", validation_alias="S3_BUCKET_NAME")
-    s3_region_name: str = Field("us-east-1", validation_alias="S3_REGION_NAME")
-    storage_block: str = Field("pfcon-storage", validation_alias="PFCON_STORAGE_BLOCK")
-    compute_block: str = Field("pfcon-compute", validation_alias="PFCON_COMPUTE_BLOCK")
-
-    container_user: str | None = Field(None, validation_alias="CONTAINER_USER")
-    enable_home_workaround: bool = Field(False, validation_alias="ENABLE_HOME_WORKAROUND")
-    shm_size: int | None = Field(None, validation_alias="SHM_SIZE")
-    job_labels: str = Field("", validation_alias="JOB_LABELS")
-    job_logs_tail: int = Field(1000, validation_alias="JOB_LOGS_TAIL")
-    ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
-    remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
     legacy_wait_seconds: float = Field(600, gt=0, validation_alias="PFCON_LEGACY_WAIT_SECONDS")
-    network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
-    swarm_gpu_resource: str = Field("NVIDIA-GPU", validation_alias="PFCON_SWARM_GPU_RESOURCE")
-    pids_limit: int = Field(1024, ge=0, validation_alias="PFCON_PIDS_LIMIT")
-
-    slurm_work_dir: Path | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
-    slurm_runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")
-    slurm_runtime_options: str = Field("", validation_alias="PFCON_SLURM_RUNTIME_OPTIONS")
-    slurm_partition: str | None = Field(None, validation_alias="PFCON_SLURM_PARTITION")
-    slurm_account: str | None = Field(None, validation_alias="PFCON_SLURM_ACCOUNT")
-    slurm_time_limit: str | None = Field(None, validation_alias="PFCON_SLURM_TIME_LIMIT")
-    slurm_sbatch_options: str = Field("", validation_alias="PFCON_SLURM_SBATCH_OPTIONS")
-
-    job_namespace: str = Field("default", validation_alias="JOB_NAMESPACE")
-    node_selector: str = Field("", validation_alias="NODE_SELECTOR")
-    image_pull_secrets: str = Field("", validation_alias="IMAGE_PULL_SECRETS")
-    compute_volume_type: VolumeType | None = Field(None, validation_alias="COMPUTE_VOLUME_TYPE")
-    volume_name: str | None = Field(None, validation_alias="VOLUME_NAME")
-    pfcon_selector: str = Field("org.chrisproject.role=pfcon", validation_alias="PFCON_SELECTOR")
-    kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
-
     login_max_failures: int = Field(10, ge=1, validation_alias="PFCON_LOGIN_MAX_FAILURES")
     login_window_seconds: float = Field(60.0, gt=0, validation_alias="PFCON_LOGIN_WINDOW_SECONDS")
     header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PFCON_HEADER_TIMEOUT_SECONDS")
@@ -116,36 +118,11 @@ class PfconSettings(BaseSettings):
     runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
     job_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0, validation_alias="PFCON_JOB_IDLE_SECONDS")
 
-    @field_validator("container_env", mode="before")
-    @classmethod
-    def _aliases(cls, value: str) -> str:
-        if value == "cromwell":
-            raise ValueError("cromwell is no longer supported (as in pfcon); use slurm")
-        return {"podman": "docker", "openshift": "kubernetes"}.get(value, value)
-
     @model_validator(mode="after")
-    def _pfcon_start_up_checks(self) -> PfconSettings:
-        """pfcon's defaults and start-up checks for the variables a site sets."""
-        given = self.model_fields_set
-        if self.innetwork is not None:
-            if "storage_env" not in given:
-                self.storage_env = "swift" if self.innetwork else "zipfile"
-            elif self.innetwork == (self.storage_env == "zipfile"):
-                raise ValueError(
-                    f"STORAGE_ENV={self.storage_env} needs PFCON_INNETWORK="
-                    f"{'false' if self.storage_env == 'zipfile' else 'true'}"
-                )
-        allowed = VOLUME_TYPES[self.container_env]
-        if self.compute_volume_type is None:
-            self.compute_volume_type = allowed[0]
-        elif self.compute_volume_type not in allowed:
-            raise ValueError(
-                f"COMPUTE_VOLUME_TYPE={self.compute_volume_type} is not valid for "
-                f"CONTAINER_ENV={self.container_env} (allowed: {', '.join(allowed)})"
-            )
-        if self.compute_volume_type == "kubernetes_pvc" and not self.volume_name:
-            raise ValueError("COMPUTE_VOLUME_TYPE=kubernetes_pvc needs VOLUME_NAME (the storeBase's PVC)")
+    def _production_check(self) -> ServiceSettings:
+        """pfcon's start-up check of a production site."""
         if self.application_mode == PRODUCTION:
+            given = self.model_fields_set
             missing = [name for name, field in (("SECRET_KEY", "secret_key"), ("PFCON_USER", "user"),
                                                 ("PFCON_PASSWORD", "password")) if field not in given]
             if missing:
@@ -175,3 +152,157 @@ class PfconSettings(BaseSettings):
         if self.prefect_auth_string.get_secret_value():
             return "given in PREFECT_SERVER_API_AUTH_STRING or PREFECT_API_AUTH_STRING"
         return f"in {self.state_dir / PREFECT_AUTH_FILE}"
+
+
+class FSLinkSettings(Section):
+    """``FSLinkStorage``'s own fields."""
+
+    hardlink_inputs: bool = Field(True, validation_alias="PFCON_HARDLINK_INPUTS")
+
+
+class ZipfileSettings(Section):
+    """``ZipfileStorage``'s own fields."""
+
+    max_unpacked_mb: int = Field(10240, ge=1, validation_alias="PFCON_ZIP_MAX_UNPACKED_MB")
+
+
+class SwiftSettings(Section):
+    """``SwiftStorage``'s own fields."""
+
+    auth_url: str = Field("", validation_alias="SWIFT_AUTH_URL")
+    username: str = Field("", validation_alias="SWIFT_USERNAME")
+    key: SecretStr = Field(SecretStr(""), validation_alias="SWIFT_KEY")
+    container_name: str = Field("users", validation_alias="SWIFT_CONTAINER_NAME")
+
+
+class S3Settings(Section):
+    """``S3Storage``'s own fields."""
+
+    endpoint_url: str = Field("", validation_alias="S3_ENDPOINT_URL")
+    access_key: SecretStr = Field(SecretStr(""), validation_alias="S3_ACCESS_KEY")
+    secret_key: SecretStr = Field(SecretStr(""), validation_alias="S3_SECRET_KEY")
+    bucket_name: str = Field("users", validation_alias="S3_BUCKET_NAME")
+    region_name: str = Field("us-east-1", validation_alias="S3_REGION_NAME")
+
+
+class StorageSettings(Section):
+    """The storage block: the fields every mode has, then one section per mode that has more."""
+
+    storage_env: StorageEnv = Field("fslink", validation_alias="STORAGE_ENV", exclude=True)
+    innetwork: bool | None = Field(None, validation_alias="PFCON_INNETWORK", exclude=True)
+    block_name: str = Field("pfcon-storage", validation_alias="PFCON_STORAGE_BLOCK", exclude=True)
+
+    store_base: PathText = Field(
+        Path("/var/local/storeBase"),
+        validation_alias=AliasChoices("STOREBASE_MOUNT", "PFCON_STOREBASE"),
+    )
+    host_store_base: PathText | None = Field(None, validation_alias="STOREBASE")
+    transfer_workers: int = Field(10, ge=1, le=64, validation_alias="PFCON_TRANSFER_WORKERS")
+
+    fslink: Nested[FSLinkSettings]
+    zipfile: Nested[ZipfileSettings]
+    swift: Nested[SwiftSettings]
+    s3: Nested[S3Settings]
+
+    @model_validator(mode="after")
+    def _innetwork_check(self) -> StorageSettings:
+        """pfcon's default mode for ``PFCON_INNETWORK`` and its check against ``STORAGE_ENV``."""
+        if self.innetwork is not None:
+            if "storage_env" not in self.model_fields_set:
+                self.storage_env = "swift" if self.innetwork else "zipfile"
+            elif self.innetwork == (self.storage_env == "zipfile"):
+                raise ValueError(
+                    f"STORAGE_ENV={self.storage_env} needs PFCON_INNETWORK="
+                    f"{'false' if self.storage_env == 'zipfile' else 'true'}"
+                )
+        return self
+
+
+class SwarmSettings(Section):
+    """``SwarmCompute``'s own fields."""
+
+    gpu_resource: str = Field("NVIDIA-GPU", validation_alias="PFCON_SWARM_GPU_RESOURCE")
+
+
+class SlurmSettings(Section):
+    """``SlurmCompute``'s own fields (``work_dir`` defaults to ``slurm`` in the state dir)."""
+
+    work_dir: PathText | None = Field(None, validation_alias="PFCON_SLURM_WORK_DIR")
+    runtime: str = Field("docker", validation_alias="PFCON_SLURM_RUNTIME")
+    runtime_options: ShellWords = Field(default_factory=list, validation_alias="PFCON_SLURM_RUNTIME_OPTIONS")
+    partition: str | None = Field(None, validation_alias="PFCON_SLURM_PARTITION")
+    account: str | None = Field(None, validation_alias="PFCON_SLURM_ACCOUNT")
+    time_limit: str | None = Field(None, validation_alias="PFCON_SLURM_TIME_LIMIT")
+    sbatch_options: ShellWords = Field(default_factory=list, validation_alias="PFCON_SLURM_SBATCH_OPTIONS")
+
+
+class KubernetesSettings(Section):
+    """``KubernetesCompute``'s own fields (its ``store_base`` and ``pvc_name`` come from the
+    storage's ``STOREBASE`` and the compute's ``VOLUME_NAME``)."""
+
+    namespace: str = Field("default", validation_alias="JOB_NAMESPACE")
+    kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
+    node_selector: KeyValues = Field(default_factory=dict, validation_alias="NODE_SELECTOR")
+    image_pull_secrets: Names = Field(default_factory=list, validation_alias="IMAGE_PULL_SECRETS")
+
+
+class ComputeSettings(Section):
+    """The compute block: the fields every backend has, those several have (``network_mode``,
+    ``volume_type``; a backend takes them if it has them), then one section per backend that
+    has more."""
+
+    container_env: ContainerEnv = Field("docker", validation_alias="CONTAINER_ENV", exclude=True)
+    block_name: str = Field("pfcon-compute", validation_alias="PFCON_COMPUTE_BLOCK", exclude=True)
+    volume_name: str | None = Field(None, validation_alias="VOLUME_NAME", exclude=True)
+    pfcon_selector: str = Field("org.chrisproject.role=pfcon", validation_alias="PFCON_SELECTOR", exclude=True)
+
+    container_user: str | None = Field(None, validation_alias="CONTAINER_USER")
+    enable_home_workaround: bool = Field(False, validation_alias="ENABLE_HOME_WORKAROUND")
+    shm_size: int | None = Field(None, validation_alias="SHM_SIZE")
+    job_labels: KeyValues = Field(default_factory=dict, validation_alias="JOB_LABELS")
+    logs_tail: int = Field(1000, validation_alias="JOB_LOGS_TAIL")
+    ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
+    remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
+    pids_limit: int | None = Field(1024, ge=0, validation_alias="PFCON_PIDS_LIMIT")
+    network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
+    volume_type: VolumeType | None = Field(None, validation_alias="COMPUTE_VOLUME_TYPE")
+
+    swarm: Nested[SwarmSettings]
+    slurm: Nested[SlurmSettings]
+    kubernetes: Nested[KubernetesSettings]
+
+    @field_validator("container_env", mode="before")
+    @classmethod
+    def _aliases(cls, value: str) -> str:
+        if value == "cromwell":
+            raise ValueError("cromwell is no longer supported (as in pfcon); use slurm")
+        return {"podman": "docker", "openshift": "kubernetes"}.get(value, value)
+
+    @field_validator("pids_limit")
+    @classmethod
+    def _no_pids_limit(cls, value: int | None) -> int | None:
+        """``PFCON_PIDS_LIMIT=0``: no limit."""
+        return value or None
+
+    @model_validator(mode="after")
+    def _volume_type_check(self) -> ComputeSettings:
+        """pfcon's default ``COMPUTE_VOLUME_TYPE`` per ``CONTAINER_ENV`` and its checks."""
+        allowed = VOLUME_TYPES[self.container_env]
+        if self.volume_type is None:
+            self.volume_type = allowed[0]
+        elif self.volume_type not in allowed:
+            raise ValueError(
+                f"COMPUTE_VOLUME_TYPE={self.volume_type} is not valid for "
+                f"CONTAINER_ENV={self.container_env} (allowed: {', '.join(allowed)})"
+            )
+        if self.volume_type == "kubernetes_pvc" and not self.volume_name:
+            raise ValueError("COMPUTE_VOLUME_TYPE=kubernetes_pvc needs VOLUME_NAME (the storeBase's PVC)")
+        return self
+
+
+class PfconSettings(Section):
+    """Settings of the pfcon-format API and of the blocks it creates on ``up``."""
+
+    service: Nested[ServiceSettings]
+    storage: Nested[StorageSettings]
+    compute: Nested[ComputeSettings]

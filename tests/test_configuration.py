@@ -19,8 +19,10 @@ from pydantic import ValidationError
 from conftest import Service, _start_replica, _stop, wait_status
 from fixtures_tree import make_fslink_fixture
 from test_fslink_lifecycle import copy_inputs, delete_and_forget, new_jid, plugin_descriptors
+from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS
 from prefect_pfcon.blocks.compute.volumes import VolumeNotFound, volume_mountpoint
-from prefect_pfcon.settings import PfconSettings
+from prefect_pfcon.deployments.registry import compute_from_settings, storage_from_settings
+from prefect_pfcon.settings import ComputeSettings, PfconSettings, StorageSettings
 
 PFCON_VARIABLES = (
     "APPLICATION_MODE", "PFCON_INNETWORK", "STORAGE_ENV", "CONTAINER_ENV", "COMPUTE_VOLUME_TYPE",
@@ -54,7 +56,7 @@ def pfcon_env(monkeypatch, tmp_path):
     ],
 )
 def test_storage_defaults_follow_pfcon_innetwork(pfcon_env, variables, storage_env):
-    assert pfcon_env(**variables).storage_env == storage_env
+    assert pfcon_env(**variables).storage.storage_env == storage_env
 
 
 @pytest.mark.parametrize(
@@ -76,15 +78,88 @@ def test_invalid_combinations_are_refused(pfcon_env, variables, reason):
 
 
 def test_volume_types_default_per_backend(pfcon_env):
-    assert pfcon_env().compute_volume_type == "host"
-    assert pfcon_env(CONTAINER_ENV="openshift", VOLUME_NAME="storebase").compute_volume_type == "kubernetes_pvc"
-    assert pfcon_env(CONTAINER_ENV="podman", COMPUTE_VOLUME_TYPE="docker_local_volume").container_env == "docker"
+    assert pfcon_env().compute.volume_type == "host"
+    assert pfcon_env(CONTAINER_ENV="openshift", VOLUME_NAME="storebase").compute.volume_type == "kubernetes_pvc"
+    assert pfcon_env(CONTAINER_ENV="podman", COMPUTE_VOLUME_TYPE="docker_local_volume").compute.container_env == "docker"
 
 
 def test_production_with_its_secrets_starts(pfcon_env):
     settings = pfcon_env(APPLICATION_MODE="production", SECRET_KEY="s" * 40, PFCON_USER="cube",
                          PFCON_PASSWORD="a-real-password")
-    assert settings.resolved_secret_key() == "s" * 40
+    assert settings.service.resolved_secret_key() == "s" * 40
+
+
+def test_sections_map_one_to_one_onto_block_fields(pfcon_env):
+    """Every field a section dumps is a field of its block; of the compute fields, only those
+    several backends share are left to the blocks that have them."""
+    settings = pfcon_env()
+    common_storage = set(settings.storage.model_dump())
+    for mode, block in STORAGE_BLOCKS.items():
+        own = getattr(settings.storage, mode, None)
+        assert common_storage | set(own.model_dump() if own else ()) <= set(block.model_fields), mode
+    shared = {"network_mode", "volume_type"}
+    common_compute = set(settings.compute.model_dump())
+    for backend, block in COMPUTE_BLOCKS.items():
+        own = getattr(settings.compute, backend, None)
+        assert set(own.model_dump() if own else ()) <= set(block.model_fields), backend
+        assert common_compute - set(block.model_fields) <= shared, backend
+    assert all(any(name in block.model_fields for block in COMPUTE_BLOCKS.values()) for name in shared)
+    assert {name for name, field in StorageSettings.model_fields.items() if field.exclude} == {
+        "storage_env", "innetwork", "block_name", *(mode for mode in STORAGE_BLOCKS if mode != "filesystem")}
+    assert {name for name, field in ComputeSettings.model_fields.items() if field.exclude} == {
+        "container_env", "block_name", "volume_name", "pfcon_selector", "swarm", "slurm", "kubernetes"}
+
+
+def test_only_pfcon_variables_are_read(pfcon_env, monkeypatch):
+    """A field is read from its pfcon variable only: not from one of its own name (``USER``,
+    ``KEY``), nor from one named like a section (``SWIFT``, ``COMPUTE``)."""
+    for name in ("USER", "PASSWORD", "USERNAME", "KEY", "NAMESPACE", "SWIFT", "COMPUTE", "SLURM"):
+        monkeypatch.setenv(name, "h13-not-a-setting")
+    settings = pfcon_env(STORAGE_ENV="swift", SWIFT_USERNAME="test:tester")
+    assert (settings.service.user, settings.service.password) == ("pfcon", "pfcon1234")
+    assert settings.storage.swift.username == "test:tester"
+    assert settings.storage.swift.key.get_secret_value() == ""
+    assert settings.compute.kubernetes.namespace == "default"
+
+
+def test_overrides_by_variable_name_win_in_every_section(pfcon_env, monkeypatch):
+    monkeypatch.setenv("PFCON_PORT", "1")
+    settings = PfconSettings(PFCON_PORT=2, STORAGE_ENV="swift", CONTAINER_ENV="slurm", SWIFT_KEY="h13-key")
+    assert (settings.service.port, settings.storage.storage_env, settings.compute.container_env) == (2, "swift", "slurm")
+    assert settings.storage.swift.key.get_secret_value() == "h13-key"
+
+
+def test_dotenv_reaches_nested_sections_unless_disabled(pfcon_env, tmp_path):
+    (tmp_path / ".env").write_text("PFCON_INNETWORK=true\nSWIFT_USERNAME=test:tester\nPFCON_SWARM_GPU_RESOURCE=gpu\n")
+    settings = pfcon_env()
+    assert (settings.storage.storage_env, settings.storage.swift.username, settings.compute.swarm.gpu_resource) == (
+        "swift", "test:tester", "gpu")
+    without = PfconSettings(_env_file=None)
+    assert (without.storage.storage_env, without.storage.swift.username, without.compute.swarm.gpu_resource) == (
+        "fslink", "", "NVIDIA-GPU")
+
+
+def test_settings_make_swift_slurm_and_kubernetes_blocks(pfcon_env, monkeypatch, tmp_path):
+    """Pure construction: variables in pfcon's text formats become typed block fields."""
+    for name, value in {"SWIFT_AUTH_URL": "http://127.0.0.1:1/auth/v1.0", "SWIFT_USERNAME": "test:tester",
+                        "SWIFT_KEY": "h13-key", "STOREBASE": "/srv/storeBase", "PFCON_STATE_DIR": str(tmp_path),
+                        "PFCON_SLURM_SBATCH_OPTIONS": "--qos 'h13 qos'", "PFCON_PIDS_LIMIT": "0",
+                        "JOB_LABELS": "a=b, c=d", "NODE_SELECTOR": "disk=ssd", "IMAGE_PULL_SECRETS": "one, two",
+                        "PFCON_NETWORK_MODE": "host"}.items():
+        monkeypatch.setenv(name, value)
+    storage = storage_from_settings(pfcon_env(STORAGE_ENV="swift"))
+    assert (storage.auth_url, storage.username, storage.key.get_secret_value(), storage.container_name) == (
+        "http://127.0.0.1:1/auth/v1.0", "test:tester", "h13-key", "users")
+    assert (storage.store_base, storage.host_store_base) == ("/var/local/storeBase", "/srv/storeBase")
+    slurm = compute_from_settings(pfcon_env(CONTAINER_ENV="slurm"))
+    assert (slurm.work_dir, slurm.sbatch_options, slurm.runtime_options) == (
+        str(tmp_path / "slurm"), ["--qos", "h13 qos"], [])
+    assert (slurm.network_mode, slurm.pids_limit, slurm.job_labels) == ("host", None, {"a": "b", "c": "d"})
+    kubernetes = compute_from_settings(pfcon_env(CONTAINER_ENV="kubernetes", VOLUME_NAME="h13-pvc"))
+    assert (kubernetes.volume_type, kubernetes.pvc_name, kubernetes.store_base) == (
+        "kubernetes_pvc", "h13-pvc", "/srv/storeBase")
+    assert (kubernetes.node_selector, kubernetes.image_pull_secrets) == ({"disk": "ssd"}, ["one", "two"])
+    assert "network_mode" not in kubernetes.model_dump()
 
 
 def test_invalid_configuration_stops_up_with_one_line(tmp_path):

@@ -79,8 +79,9 @@ def answer(result: Answer) -> JSONResponse:
 
 def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | None = None) -> FastAPI:
     """The API app; the job service (``running_service``) starts and stops with it."""
-    auth = Authenticator(settings.user, settings.password, settings.resolved_secret_key())
-    throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
+    service = settings.service
+    auth = Authenticator(service.user, service.password, service.resolved_secret_key())
+    throttle = LoginThrottle(service.login_max_failures, service.login_window_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +94,7 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
     app.add_middleware(
         BodySizeLimit,
         max_form_bytes=MAX_FORM_BODY_BYTES,
-        max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+        max_upload_bytes=service.max_upload_mb * 1024 * 1024,
     )
     _add_error_handlers(app)
     _add_public_routes(app, auth, throttle)
@@ -102,7 +103,7 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
     _add_file_route(app, auth)
     from prefect_pfcon.api.legacy import legacy_router  # it builds on this module
 
-    app.include_router(legacy_router(auth, settings.legacy_wait_seconds))
+    app.include_router(legacy_router(auth, service.legacy_wait_seconds))
     return app
 
 

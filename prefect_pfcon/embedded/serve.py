@@ -46,15 +46,15 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
 
 async def _serve_api(settings: PfconSettings, ui_url: str) -> None:
     await save_blocks(settings)
-    embedded = settings.deployment_name == DEPLOYMENT_NAME
+    embedded = settings.service.deployment_name == DEPLOYMENT_NAME
     if not embedded:
-        logger.warning("Jobs run on the work pool of the pfcon-job/%s deployment", settings.deployment_name)
+        logger.warning("Jobs run on the work pool of the pfcon-job/%s deployment", settings.service.deployment_name)
     app = create_app(settings, await apply_deployments() if embedded else None)
     api = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+        uvicorn.Config(app, host=settings.service.host, port=settings.service.port, log_level="warning",
                        timeout_keep_alive=KEEP_ALIVE_SECONDS,
                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                       http=header_timeout_protocol(settings.header_timeout_seconds))
+                       http=header_timeout_protocol(settings.service.header_timeout_seconds))
     )
     announcer = asyncio.create_task(_announce_ready(settings, ui_url))
     try:
@@ -73,7 +73,7 @@ async def _send_pending_logs_and_events() -> None:
 
 
 async def _announce_ready(settings: PfconSettings, ui_url: str) -> None:
-    url = f"http://{settings.host}:{settings.port}{API}/"
+    url = f"http://{settings.service.host}:{settings.service.port}{API}/"
     async with httpx.AsyncClient() as client:
         while True:
             try:
@@ -82,5 +82,5 @@ async def _announce_ready(settings: PfconSettings, ui_url: str) -> None:
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-    print(f"prefect-pfcon ready: pfcon API {url} (storage {settings.storage_env}, "
-          f"compute {settings.container_env}); Prefect UI {ui_url}", flush=True)
+    print(f"prefect-pfcon ready: pfcon API {url} (storage {settings.storage.storage_env}, "
+          f"compute {settings.compute.container_env}); Prefect UI {ui_url}", flush=True)

@@ -240,7 +240,7 @@ class PrefectJobStore(JobStore):
         """``pfcon-job/<PFCON_DEPLOYMENT>`` (looked up once)."""
         if self._deployment is None:
             self._deployment = await self._client.read_deployment_by_name(
-                f"{JOB_FLOW_NAME}/{self._settings.deployment_name}")
+                f"{JOB_FLOW_NAME}/{self._settings.service.deployment_name}")
         return self._deployment
 
     # ----- writing -----------------------------------------------------------------------
@@ -252,9 +252,9 @@ class PrefectJobStore(JobStore):
         latest = view.runs[0].id if view.runs else "none"
         return await self._client.create_flow_run_from_deployment(
             deployment.id,
-            parameters={"jid": jid, "storage_block": self._settings.storage_block,
-                        "compute_block": self._settings.compute_block,
-                        "idle_seconds": self._settings.job_idle_seconds},
+            parameters={"jid": jid, "storage_block": self._settings.storage.block_name,
+                        "compute_block": self._settings.compute.block_name,
+                        "idle_seconds": self._settings.service.job_idle_seconds},
             name=job_run_name(jid),
             tags=job_tags(jid),
             idempotency_key=f"pfcon-job:{jid}:after:{latest}",
@@ -278,7 +278,7 @@ class PrefectJobStore(JobStore):
     # ----- bounds ------------------------------------------------------------------------
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await with_retries(call, self._settings.prefect_deadline_seconds)
+        return await with_retries(call, self._settings.service.prefect_deadline_seconds)
 
     async def _changing(self, jid: str, change: Callable[[], Awaitable[T]]) -> T:
         """A change of the job, after which its view is read again."""

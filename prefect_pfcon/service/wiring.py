@@ -39,39 +39,40 @@ async def running_service(
     keeps their steps in the state dir's job book; ``deployment_flows`` are the deployments
     whose UI and scheduled runs it executes too.
     """
+    service = settings.service
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(get_client())
-        storage = await to_thread.run_sync(load_storage, settings.storage_block)
-        compute = await to_thread.run_sync(load_compute, settings.compute_block)
+        storage = await to_thread.run_sync(load_storage, settings.storage.block_name)
+        compute = await to_thread.run_sync(load_compute, settings.compute.block_name)
         loops: list[LoopService] = [BlockEdits(forget_loaded_blocks)]
-        if settings.deployment_name != DEPLOYMENT_NAME:
+        if service.deployment_name != DEPLOYMENT_NAME:
             from prefect_pfcon.service.prefect_store import PrefectJobStore
 
             store = PrefectJobStore(client, settings)
         else:
-            book = JobBook(settings.state_dir / "jobs.db")
+            book = JobBook(service.state_dir / "jobs.db")
             stack.callback(book.close)
             tails = LogTails(compute.logs_tail)
             tails.install()
             stack.callback(tails.uninstall)
-            runner = JobRunner(book, tails, {"storage_block": settings.storage_block,
-                                                     "compute_block": settings.compute_block,
-                                                     "idle_seconds": settings.job_idle_seconds},
-                               settings.runner_concurrency)
+            runner = JobRunner(book, tails, {"storage_block": settings.storage.block_name,
+                                                     "compute_block": settings.compute.block_name,
+                                                     "idle_seconds": service.job_idle_seconds},
+                               service.runner_concurrency)
             stack.push_async_callback(runner.stop)
             store = LocalJobStore(book, runner, tails)
             if recovered := await asyncio.to_thread(runner.start):
                 logger.warning("Resuming %d jobs a previous stop interrupted", recovered)
             if deployment_flows:
-                deployment_runs = DeploymentRuns(client, deployment_flows, settings.runner_concurrency,
-                                                 settings.runner_poll_seconds)
+                deployment_runs = DeploymentRuns(client, deployment_flows, service.runner_concurrency,
+                                                 service.runner_poll_seconds)
                 if interrupted := await deployment_runs.recover_interrupted():
                     logger.warning("Rescheduled %d deployment runs a previous stop interrupted", interrupted)
                 stack.push_async_callback(deployment_runs.stop)
                 loops.append(deployment_runs)
-        jobs = JobService(storage, compute, store, job_secrets_key(settings.state_dir, create=True))
-        if settings.janitor_seconds > 0:
-            loops.append(Janitor(jobs, settings.janitor_seconds, settings.janitor_grace_seconds))
+        jobs = JobService(storage, compute, store, job_secrets_key(service.state_dir, create=True))
+        if service.janitor_seconds > 0:
+            loops.append(Janitor(jobs, service.janitor_seconds, service.janitor_grace_seconds))
         background = [asyncio.create_task(loop.start()) for loop in loops]
         try:
             yield jobs
