@@ -143,7 +143,10 @@ class PrefectUI:
     def choices(self, label: str) -> list[str]:
         """The options of the select field ``label`` (opened, read, closed)."""
         self.field_input(label).click()
-        options = self.until(lambda driver: [_text(e) for e in driver.find_elements(By.XPATH, "//*[@role='option']")],
-                             f"{label}'s options")
+        def shown(driver: webdriver.Chrome) -> list[str] | None:
+            texts = [_text(e) for e in driver.find_elements(By.XPATH, "//*[@role='option']")]
+            return texts if texts and all(texts) else None  # the list renders before its items' text
+
+        options = self.until(shown, f"{label}'s options")
         self.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
         return options

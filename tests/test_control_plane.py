@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 from conftest import Service, _start_service, _stop, free_port
 from fixtures_tree import make_fslink_fixture
 from prefect_pfcon.embedded.local_server import _listens
-from test_fslink_lifecycle import copy_inputs, prefect_runs, sh_plugin, submit_and_wait_started
+from test_fslink_lifecycle import copy_inputs, settled_runs, sh_plugin, submit_and_wait_started
 
 FOREIGN_ORIGINS = ("http://evil.example", "http://127.0.0.1:1", "null")
 STOP_BOUND_SECONDS = 15  # a behaviour check (seconds, not a minute), not a benchmark
@@ -57,7 +57,7 @@ def test_prefect_api_answers_only_with_the_credentials(fslink_service: Service):
     assert prefect("post", "/block_documents/", json=rooted, auth=None).status_code == 401
     assert prefect("post", "/block_documents/filter", json={"block_documents": {"name": {"any_": [name]}}}).json() == []
     # nor a run created for the runner to execute
-    deployment = prefect("get", "/deployments/name/pfcon-plugin/pfcon").json()
+    deployment = prefect("get", "/deployments/name/pfcon-job/pfcon").json()
     assert prefect("post", f"/deployments/{deployment['id']}/create_flow_run", json={}, auth=None).status_code == 401
     # health stays open: `up` and probes wait on it
     assert prefect("get", "/health", auth=None).status_code == 200
@@ -182,9 +182,9 @@ def test_own_server_keeps_private_secrets_and_stops_on_one_sigterm(session_tmp: 
     restarted = _start_service(session_tmp, name, "fslink", env, prefect_port, api_port)
     try:
         assert {secret: (state_dir / secret).read_text() for secret in secrets_made} == secrets_made
-        run = prefect_runs(restarted, f"plugin-{jid}")[0]
+        run = settled_runs(restarted, f"plugin-{jid}")[0]
         shipped = [log for log in restarted.prefect("post", "/logs/filter", json={
-            "logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}).json() if marker in log["message"]]
+            "logs": {"task_run_id": {"any_": [run["id"]]}}, "limit": 200}).json() if marker in log["message"]]
         # sent by the stopped service (the restarted one re-attaches and may log it again, later)
         assert any(datetime.fromisoformat(log["timestamp"]) < stopped_at for log in shipped), shipped
         restarted.client().delete_job(JobType.PLUGIN, jid)

@@ -14,7 +14,7 @@ from test_fslink_lifecycle import (
     copied_job,
     delete_and_forget,
     finished_plugin,
-    prefect_runs,
+    settled_runs,
     sh_plugin,
     submit_and_wait_started,
 )
@@ -47,7 +47,7 @@ def test_full_lifecycle_through_kubernetes(service, cluster):
     assert sorted(client.get_plugin_job_json_data(jid, output_dir)["rel_file_paths"]) == FSLINK_STAGED
     job = cluster.batch.read_namespaced_job(jid, "default")  # a Job named after the jid
     assert job.metadata.labels["org.test.suite"] == "prefect-pfcon"
-    assert job.metadata.labels["io.prefect.flow-run-id"] == prefect_runs(service, f"plugin-{jid}")[0]["id"]
+    assert job.metadata.labels["io.prefect.task-run-id"] == settled_runs(service, f"plugin-{jid}")[0]["id"]
     delete_and_forget(client, jid)
     assert cluster.state(jid) is None
 
@@ -67,5 +67,5 @@ def test_delete_removes_a_running_job(service, cluster):
     assert cluster.state(jid) is None
     assert cluster.core.list_namespaced_pod("default", label_selector=f"job-name={jid}").items == []
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()  # data stays
-    (run,) = prefect_runs(service, f"plugin-{jid}")
+    (run,) = settled_runs(service, f"plugin-{jid}")
     assert run["state_type"] in ("CANCELLED", "CANCELLING")

@@ -14,7 +14,13 @@ from pfconclient.client import JobType
 
 from conftest import Service, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture
-from test_fslink_lifecycle import copy_inputs, delete_and_forget, prefect_runs, sh_plugin, submit_and_wait_started
+from test_fslink_lifecycle import (
+    copy_inputs,
+    delete_and_forget,
+    settled_runs,
+    sh_plugin,
+    submit_and_wait_started,
+)
 
 FAST_POLL_SECONDS = 0.02
 FAST_POLL_JOBS = 10
@@ -60,7 +66,7 @@ def test_full_lifecycle_on_podman(service, podman, docker_client):
     assert sorted(client.get_plugin_job_json_data(jid, output_dir)["rel_file_paths"]) == FSLINK_STAGED
 
     container = podman.api.inspect_container(jid)  # the container ran on podman, not on the shared dockerd
-    assert container["Config"]["Labels"]["io.prefect.flow-run-id"] == prefect_runs(service, f"plugin-{jid}")[0]["id"]
+    assert container["Config"]["Labels"]["io.prefect.task-run-id"] == settled_runs(service, f"plugin-{jid}")[0]["id"]
     assert container["Config"]["Labels"]["org.test.suite"] == "prefect-pfcon"
     assert container["HostConfig"]["NetworkMode"] == "none"
     assert container["HostConfig"]["Memory"] == 200 * 2**20
@@ -79,7 +85,7 @@ def test_failing_plugin(service, podman):
     result = wait_status(client, JobType.PLUGIN, jid)
     assert (result["status"], result["message"], result["logs"]) == ("finishedWithError", "exited", "failing\n")
     deadline = time.monotonic() + 15  # the container exits just before its run fails
-    while (run := prefect_runs(service, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
+    while (run := settled_runs(service, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert run["state_type"] == "FAILED"
@@ -96,7 +102,7 @@ def test_delete_removes_a_running_container(service, podman):
     assert not podman.containers.list(all=True, filters={"name": jid})
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()  # data stays
     deadline = time.monotonic() + 30
-    while (run := prefect_runs(service, f"plugin-{jid}")[0])["state_type"] not in ("CANCELLED", "CANCELLING"):
+    while (run := settled_runs(service, f"plugin-{jid}")[0])["state_type"] not in ("CANCELLED", "CANCELLING"):
         assert time.monotonic() < deadline, run["state_type"]
         time.sleep(0.2)
 

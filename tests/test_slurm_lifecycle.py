@@ -16,7 +16,7 @@ from test_fslink_lifecycle import (
     delete_and_forget,
     finished_plugin,
     prefect_log_messages,
-    prefect_runs,
+    settled_runs,
     sh_plugin,
     submit_and_wait_started,
 )
@@ -54,7 +54,7 @@ def test_full_lifecycle_through_slurm(service):
     while not sacct(jid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert sacct(jid) == [f"{jid}|COMPLETED|200M|1"]  # one Slurm job, named after the jid
-    (run,) = prefect_runs(service, f"plugin-{jid}")
+    (run,) = settled_runs(service, f"plugin-{jid}")
     deadline = time.monotonic() + 15
     while "done" not in prefect_log_messages(service, run["id"]) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -86,5 +86,5 @@ def test_delete_cancels_a_running_slurm_job(service):
         time.sleep(0.2)
     assert squeue(jid) == "" and containers_named(jid) == []
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()  # data stays
-    (run,) = prefect_runs(service, f"plugin-{jid}")
+    (run,) = settled_runs(service, f"plugin-{jid}")
     assert run["state_type"] in ("CANCELLED", "CANCELLING")

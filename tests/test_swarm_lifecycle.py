@@ -17,7 +17,7 @@ from test_fslink_lifecycle import (
     copied_job,
     delete_and_forget,
     finished_plugin,
-    prefect_runs,
+    settled_runs,
     sh_plugin,
     submit_and_wait_started,
 )
@@ -53,7 +53,7 @@ def test_full_lifecycle_through_swarm(service, swarm):
     assert sorted(client.get_plugin_job_json_data(jid, output_dir)["rel_file_paths"]) == FSLINK_STAGED
     spec = swarm.client.api.inspect_service(jid)["Spec"]  # a service named after the jid
     assert spec["Labels"]["org.test.suite"] == "prefect-pfcon"
-    assert spec["Labels"]["io.prefect.flow-run-id"] == prefect_runs(service, f"plugin-{jid}")[0]["id"]
+    assert spec["Labels"]["io.prefect.task-run-id"] == settled_runs(service, f"plugin-{jid}")[0]["id"]
     assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "none" and "Networks" not in spec["TaskTemplate"]
     delete_and_forget(client, jid)
     assert swarm.state(jid) is None
@@ -78,5 +78,5 @@ def test_delete_removes_a_running_service(service, swarm):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()  # data stays
-    (run,) = prefect_runs(service, f"plugin-{jid}")
+    (run,) = settled_runs(service, f"plugin-{jid}")
     assert run["state_type"] in ("CANCELLED", "CANCELLING")

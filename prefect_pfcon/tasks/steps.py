@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
-from prefect_pfcon.blocks.compute import ComputeBlock, ComputeError, ContainerJob
+from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.job_secrets import mask, masked_values, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
@@ -58,7 +58,7 @@ def plugin_step(
     launch_container(compute, spec, task_run_id)
     try:
         exit_code = watch_container(compute, spec)
-    except ComputeError:
+    except Exception:  # the backend lost the container: a client DELETE, or a failure
         if removed():
             return Cancelled(message=REMOVED_BY_CLIENT)
         raise
