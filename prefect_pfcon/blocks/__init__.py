@@ -34,7 +34,7 @@ from prefect_pfcon.blocks.storage import (
 )
 
 BlockT = TypeVar("BlockT", bound=Block)
-BLOCK_REUSE_SECONDS = 10.0
+BLOCK_REUSE_SECONDS = 300.0
 
 
 def _load_by_name(name: str, kinds: Iterable[type[BlockT]]) -> BlockT:

@@ -34,6 +34,10 @@ class JobEnd:
 class StepChannel(ABC):
     """The steps of one job, in the order clients posted them."""
 
+    ships_logs_per_step: bool = False
+    """Whether a step's Prefect logs must be all sent before ``ended`` (its readers read them
+    from Prefect); otherwise they go in Prefect's own batches."""
+
     @abstractmethod
     async def next_request(self, idle_seconds: float) -> StepRequest | JobEnd:
         """The next step to run; ``JobEnd`` when none will come (or none came for

@@ -9,6 +9,7 @@ reprocessing) runs copy → plugin → upload → cleanup, as the same tasks, an
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, tags
@@ -95,7 +96,7 @@ async def run_step(channel: StepChannel, request: StepRequest, storage_block: st
     blocks cannot be loaded."""
 
     def execute() -> State:
-        with logs_shipped_on_exit():
+        with logs_shipped_on_exit() if channel.ships_logs_per_step else nullcontext():
             parameters = step_parameters(channel, request, load_storage(storage_block), compute_block)
             with tags(*request.tags):
                 return run_task_sync(STEP_TASKS[request.step], task_run_id=request.key,

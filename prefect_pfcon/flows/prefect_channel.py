@@ -93,6 +93,8 @@ class PrefectChannel(StepChannel):
     def started(self, request: StepRequest, state: State) -> None:
         self._write(started_key(request.key), state_json(state))
 
+    ships_logs_per_step = True  # the API replicas read a step's logs from Prefect
+
     def ended(self, request: StepRequest, state: State) -> None:
         """Record the final state; ``run_step`` has shipped the step's logs by now."""
         self._write(ended_key(request.key), state_json(state))
