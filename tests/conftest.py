@@ -205,6 +205,19 @@ def _start_replica(
     return _start_service(session_tmp, name or storage, storage, {**shared, **env}, 0, **options)
 
 
+@contextmanager
+def fslink_replica(session_tmp: Path, primary: Service, name: str, env: dict[str, str]) -> Iterator[Service]:
+    """An fslink replica with ``env``, its storeBase holding the fslink fixture tree."""
+    from fixtures_tree import make_fslink_fixture
+
+    replica = _start_replica(session_tmp, primary, "fslink", env, name=name)
+    make_fslink_fixture(replica.store_base)
+    try:
+        yield replica
+    finally:
+        _stop(replica)
+
+
 @pytest.fixture(scope="session")
 def swift_credentials() -> dict[str, str]:
     """The test Swift's credentials, from the test command's environment."""

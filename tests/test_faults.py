@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +76,20 @@ def start(session_tmp: Path, name: str, env: dict[str, str], port: int | None = 
     return service
 
 
+def killed(service: Service) -> None:
+    """SIGKILL the service: the API, the runner and (by PDEATHSIG) its own Prefect server."""
+    service.process.send_signal(signal.SIGKILL)
+    service.process.wait(timeout=30)
+
+
+def own_service(session_tmp: Path, name: str) -> tuple[Service, Callable[[], Service]]:
+    """A service with its own Prefect server, and how to start it again on the same ports."""
+    prefect_port, api_port = free_port(), free_port()
+    env = {"PREFECT_HOME": str(session_tmp / f"prefect-home-{name}")}
+    return start(session_tmp, name, env, api_port, prefect_port), lambda: start(
+        session_tmp, name, env, api_port, prefect_port)
+
+
 def test_prefect_down_for_20_seconds_loses_nothing(session_tmp: Path, prefect_server: PrefectServer, docker_client):
     """The embedded service answers from its job book while Prefect is away: a running plugin
     still completes, and a job accepted meanwhile runs once Prefect is back."""
@@ -124,8 +138,7 @@ def test_job_accepted_while_prefect_is_down_survives_a_kill(session_tmp: Path, p
     prefect_server.stop()
     accepted = client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, 'echo run >> "$2"/runs.txt; sleep 5'))
     assert accepted["compute"]["status"] == "notStarted"  # in the job book
-    service.process.send_signal(signal.SIGKILL)
-    service.process.wait(timeout=30)
+    killed(service)
     prefect_server.start()
     restarted = start(session_tmp, "faults-book", env, api_port)
     try:
@@ -139,17 +152,14 @@ def test_job_accepted_while_prefect_is_down_survives_a_kill(session_tmp: Path, p
 
 
 def test_service_killed_mid_job_completes_it_once(session_tmp: Path, docker_client):
-    prefect_port, api_port = free_port(), free_port()
-    env = {"PREFECT_HOME": str(session_tmp / "prefect-home-killed")}
-    service = start(session_tmp, "faults-killed", env, api_port, prefect_port)
+    service, restart = own_service(session_tmp, "faults-killed")
     client = service.client()
     jid, output_dir = copied_job(service)
     submit_and_wait_started(client, jid, sh_plugin(output_dir, 'echo run >> "$2"/runs.txt; sleep 10; echo done'))
     container_id = docker_client.api.inspect_container(jid)["Id"]
     (before,) = job_runs(service, jid)
-    service.process.send_signal(signal.SIGKILL)  # the API, the runner and (by PDEATHSIG) its Prefect server
-    service.process.wait(timeout=30)
-    restarted = start(session_tmp, "faults-killed", env, api_port, prefect_port)
+    killed(service)
+    restarted = restart()
     try:
         plugin = wait_status(restarted.client(), JobType.PLUGIN, jid, timeout=180)
         assert plugin["status"] == "finishedSuccessfully", plugin
@@ -166,14 +176,11 @@ def test_service_killed_mid_job_completes_it_once(session_tmp: Path, docker_clie
 
 
 def test_service_killed_between_steps_goes_on_in_the_same_flow_run(session_tmp: Path, docker_client):
-    prefect_port, api_port = free_port(), free_port()
-    env = {"PREFECT_HOME": str(session_tmp / "prefect-home-between")}
-    service = start(session_tmp, "faults-between", env, api_port, prefect_port)
+    service, restart = own_service(session_tmp, "faults-between")
     jid, output_dir = copied_job(service)
     (before,) = job_runs(service, jid)
-    service.process.send_signal(signal.SIGKILL)
-    service.process.wait(timeout=30)
-    restarted = start(session_tmp, "faults-between", env, api_port, prefect_port)
+    killed(service)
+    restarted = restart()
     try:
         client = restarted.client()
         assert client.get_job_status(JobType.COPY, jid)["compute"]["status"] == "finishedSuccessfully"

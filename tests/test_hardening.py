@@ -15,8 +15,8 @@ import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from pfconclient.client import JobType
 
-from conftest import Service, _start_replica, _stop, raw, wait_status
-from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
+from conftest import Service, fslink_replica, raw, wait_status
+from fixtures_tree import FSLINK_STAGED, tree
 from prefect_pfcon.blocks.compute.base import PLUGIN_CAPABILITIES
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL
 from swift_objects import delete_raw, put_raw, swift_container
@@ -35,11 +35,8 @@ def h3_jid() -> str:
 @pytest.fixture(scope="module")
 def service(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
     """fslink with a low PFCON_PIDS_LIMIT, so a fork bomb meets it quickly."""
-    replica = _start_replica(session_tmp, fslink_service, "fslink", {"PFCON_PIDS_LIMIT": str(PIDS_LIMIT)},
-                             name="h3-hardened")
-    make_fslink_fixture(replica.store_base)
-    yield replica
-    _stop(replica)
+    with fslink_replica(session_tmp, fslink_service, "h3-hardened", {"PFCON_PIDS_LIMIT": str(PIDS_LIMIT)}) as replica:
+        yield replica
 
 
 def copied(service: Service, input_dirs=("home/alice/feed/in",)) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pfconclient.client import JobType
 
-from conftest import Service, _start_replica, _stop, wait_status
+from conftest import Service, fslink_replica, wait_status
 from fixtures_tree import make_fslink_fixture
 from test_fslink_lifecycle import copied_job, job_runs, settled_runs, sh_plugin
 
@@ -69,11 +69,9 @@ def test_deleting_every_step_cancels_the_flow_run(service: Service):
 @pytest.fixture(scope="module")
 def impatient(session_tmp: Path, fslink_service: Service) -> Iterator[Service]:
     """A replica whose jobs' flow runs end after IDLE_SECONDS without a step."""
-    replica = _start_replica(session_tmp, fslink_service, "fslink", {"PFCON_JOB_IDLE_SECONDS": str(IDLE_SECONDS)},
-                             name="job-flow-idle")
-    make_fslink_fixture(replica.store_base)
-    yield replica
-    _stop(replica)
+    with fslink_replica(session_tmp, fslink_service, "job-flow-idle",
+                        {"PFCON_JOB_IDLE_SECONDS": str(IDLE_SECONDS)}) as replica:
+        yield replica
 
 
 def test_an_idle_job_ends_and_its_next_step_starts_another_flow_run(impatient: Service):
