@@ -162,13 +162,14 @@ class JobRunner:
             self._deliver(request)
 
     async def _flow_run(self, jid: str, flow_run_id: UUID | None) -> FlowRun:
-        """The job's flow run: the one a stop cut short, rescheduled, else a new one."""
+        """The job's flow run: the one a stop cut short (left running, or marked Crashed by
+        Prefect's engine as it was stopped), rescheduled, else a new one."""
         if flow_run_id is not None:
             try:
                 run = await with_retries(lambda: self.client.read_flow_run(flow_run_id))
             except ObjectNotFound:
                 run = None
-            if run is not None and run.state is not None and not run.state.is_final():
+            if run is not None and run.state is not None and (not run.state.is_final() or run.state.is_crashed()):
                 for state in (Scheduled(message=RESTARTED_MESSAGE), Pending()):
                     await with_retries(lambda: self.client.set_flow_run_state(run.id, state, force=True))
                 return await with_retries(lambda: self.client.read_flow_run(run.id))
