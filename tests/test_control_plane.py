@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 from conftest import Service, _start_service, _stop, free_port
 from fixtures_tree import make_fslink_fixture
 from prefect_pfcon.embedded.local_server import _listens
-from test_fslink_lifecycle import copy_inputs, settled_runs, sh_plugin, submit_and_wait_started
+from test_fslink_lifecycle import copy_inputs, job_runs, settled_runs, sh_plugin, submit_and_wait_started
 
 FOREIGN_ORIGINS = ("http://evil.example", "http://127.0.0.1:1", "null")
 STOP_BOUND_SECONDS = 15  # a behaviour check (seconds, not a minute), not a benchmark
@@ -166,6 +166,7 @@ def test_own_server_keeps_private_secrets_and_stops_on_one_sigterm(session_tmp: 
         while not any(marker in line for line in service.output):  # logged, not yet sent
             assert time.monotonic() < deadline, "".join(service.output[-30:])
             time.sleep(0.2)
+        (job_run,) = job_runs(service, jid)
         stopped_at = datetime.now(timezone.utc)
         started = time.monotonic()
         service.process.terminate()
@@ -187,6 +188,8 @@ def test_own_server_keeps_private_secrets_and_stops_on_one_sigterm(session_tmp: 
             "logs": {"task_run_id": {"any_": [run["id"]]}}, "limit": 200}).json() if marker in log["message"]]
         # sent by the stopped service (the restarted one re-attaches and may log it again, later)
         assert any(datetime.fromisoformat(log["timestamp"]) < stopped_at for log in shipped), shipped
+        assert [run["id"] for run in job_runs(restarted, jid)] == [job_run["id"]]  # the job goes on in its flow run
+        assert run["flow_run_id"] == job_run["id"]
         restarted.client().delete_job(JobType.PLUGIN, jid)
     finally:
         _stop(restarted)
