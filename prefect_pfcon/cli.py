@@ -57,7 +57,6 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
     settings at import.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
     os.environ.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{prefect_port}/api")
     # SQLite: writers wait up to a minute for the lock instead of failing with "database is
     # locked", which the server answers 503 and the client retries only after a backoff
@@ -70,6 +69,9 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
     os.environ["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     os.environ["PREFECT_API_AUTH_STRING"] = auth_string
     os.environ.setdefault("PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", ui_url)
+    if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").lower() not in ("1", "true"):
+        # the local server takes no CSRF token: without this each new client asks for one first
+        os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
     # the server's SQLite database holds block secrets and the key they are encrypted with
     private_dir(Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser())
     from prefect_pfcon.embedded.unused_ca import unused_ca_file
