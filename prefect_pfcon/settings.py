@@ -115,7 +115,7 @@ class ServiceSettings(Section):
     janitor_grace_seconds: float = Field(60.0, ge=0, validation_alias="PFCON_JANITOR_GRACE_SECONDS")
     deployment_name: str = Field("pfcon", validation_alias="PFCON_DEPLOYMENT")
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
-    runner_poll_seconds: float = Field(2.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
+    runner_poll_seconds: float = Field(60.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
     job_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0, validation_alias="PFCON_JOB_IDLE_SECONDS")
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """Runs of the service's deployments that the Prefect UI or a schedule created: claimed
 here and executed in this process (the embedded default needs no worker).
 
-Each runs on a thread of its own (never the main thread: Prefect's flow engine takes over
+The runner hears of each new scheduled run on Prefect's event stream (``ScheduledRunEvents``)
+and also polls, slowly, for any it missed. Each runs on a thread of its own (never the main thread: Prefect's flow engine takes over
 SIGTERM there), an async flow (the job flow) on its own event loop.
 """
 
@@ -23,6 +24,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.flow_engine import run_flow_async, run_flow_sync
 from prefect.states import Pending, Scheduled
 
@@ -97,3 +100,22 @@ class DeploymentRuns(LoopService):
             logger.exception("Flow run %s (%s) ended abnormally", run.name, run.id)
         finally:
             self._slots.release()
+
+
+class ScheduledRunEvents(LoopService):
+    """Has ``runs`` look for due runs whenever Prefect reports one of their deployments' runs
+    Scheduled (and once per subscription); subscribes again after a lost stream."""
+
+    def __init__(self, runs: DeploymentRuns, deployment_ids: list[UUID], resubscribe_seconds: float = 5.0) -> None:
+        super().__init__(resubscribe_seconds)
+        self._runs = runs
+        self._filter = EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+            related=EventRelatedFilter(id=[f"prefect.deployment.{id_}" for id_ in deployment_ids]),
+        )
+
+    async def run_once(self) -> None:
+        async with get_events_subscriber(filter=self._filter) as events:
+            await self._runs.run_once()
+            async for _ in events:
+                await self._runs.run_once()

@@ -19,11 +19,12 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import SyncClientContext
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_engine import run_flow_async
-from prefect.states import Crashed, Failed, Pending, Scheduled
+from prefect.states import Crashed, Failed, Pending, Scheduled, to_state_create
 
 from prefect_pfcon.flows.channels import register_local_channel, unregister_local_channel
 from prefect_pfcon.flows.job import job_flow
@@ -37,6 +38,8 @@ from prefect_pfcon.service.prefect_calls import RunRefused, with_retries
 logger = logging.getLogger("prefect_pfcon.runner")
 
 RESTARTED_MESSAGE = "Rescheduled after a restart of prefect-pfcon"
+SERVED_JOB_FLOW = job_flow.with_options()
+SERVED_JOB_FLOW.flow_run_name = None  # the runner names each run when it makes it: no rename request
 
 
 class JobRunner:
@@ -61,6 +64,7 @@ class JobRunner:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pfcon-runner", daemon=True)
         self._client: PrefectClient | None = None
+        self._flow_id: UUID | None = None
         self._slots: asyncio.Semaphore | None = None
 
     def start(self) -> int:
@@ -142,7 +146,7 @@ class JobRunner:
         self._book.job_started(jid, run.id)
         register_local_channel(run.id, channel)
         try:
-            await run_flow_async(job_flow, flow_run=run, parameters=run.parameters, return_type="state")
+            await run_flow_async(SERVED_JOB_FLOW, flow_run=run, parameters=run.parameters, return_type="state")
         except Exception:
             logger.exception("The flow run of job %s ended abnormally", jid)
         finally:
@@ -173,13 +177,22 @@ class JobRunner:
                 for state in (Scheduled(message=RESTARTED_MESSAGE), Pending()):
                     await with_retries(lambda: self.client.set_flow_run_state(run.id, state, force=True))
                 return await with_retries(lambda: self.client.read_flow_run(run.id))
-        return await with_retries(lambda: self.client.create_flow_run(
-            job_flow,
+        return await with_retries(lambda: self._create_flow_run(jid))
+
+    async def _create_flow_run(self, jid: str) -> FlowRun:
+        """A new flow run of the job, Pending for this runner (the flow's id is looked up once,
+        where ``create_flow_run`` would ask for it each time)."""
+        if self._flow_id is None:
+            self._flow_id = await self.client.create_flow(job_flow)
+        created = FlowRunCreate(
+            flow_id=self._flow_id,
             name=job_run_name(jid),
             parameters={"jid": jid, **self._flow_parameters},
             tags=job_tags(jid),
-            state=Pending(),
-        ))
+            state=to_state_create(Pending()),
+        )
+        response = await self.client.request("POST", "/flow_runs/", json=created.model_dump(mode="json"))
+        return FlowRun.model_validate(response.json())
 
     def _keep_thread_client(self) -> None:
         """Give each step thread one Prefect client for all its steps: the task engine, block

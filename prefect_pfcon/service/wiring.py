@@ -16,7 +16,7 @@ from prefect_pfcon.blocks import forget_loaded_blocks, load_compute, load_storag
 from prefect_pfcon.job_secrets import job_secrets_key
 from prefect_pfcon.names import DEPLOYMENT_NAME
 from prefect_pfcon.service.block_edits import BlockEdits
-from prefect_pfcon.service.deployment_runs import DeploymentRuns
+from prefect_pfcon.service.deployment_runs import DeploymentRuns, ScheduledRunEvents
 from prefect_pfcon.service.janitor import Janitor
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.jobs import JobService
@@ -69,7 +69,7 @@ async def running_service(
                 if interrupted := await deployment_runs.recover_interrupted():
                     logger.warning("Rescheduled %d deployment runs a previous stop interrupted", interrupted)
                 stack.push_async_callback(deployment_runs.stop)
-                loops.append(deployment_runs)
+                loops += [deployment_runs, ScheduledRunEvents(deployment_runs, list(deployment_flows))]
         jobs = JobService(storage, compute, store, job_secrets_key(service.state_dir, create=True))
         if service.janitor_seconds > 0:
             loops.append(Janitor(jobs, service.janitor_seconds, service.janitor_grace_seconds))
