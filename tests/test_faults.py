@@ -167,10 +167,10 @@ def test_service_killed_mid_job_completes_it_once(session_tmp: Path, docker_clie
         assert docker_client.api.inspect_container(jid)["Id"] == container_id  # re-attached, not re-run
         assert (restarted.store_base / output_dir / "runs.txt").read_text() == "run\n"  # ran exactly once
         assert any("Resuming 1 jobs" in line for line in restarted.output)
-        (run,) = job_runs(restarted, jid)  # the same flow run, run again
-        assert run["id"] == before["id"] and run["state_type"] == "RUNNING"
         (plugin_run,) = settled_runs(restarted, f"plugin-{jid}")  # the same task run, finished
-        assert plugin_run["state_type"] == "COMPLETED" and plugin_run["flow_run_id"] == run["id"]
+        (run,) = job_runs(restarted, jid)  # the same flow run, run again
+        assert plugin_run["state_type"] == "COMPLETED" and plugin_run["flow_run_id"] == run["id"] == before["id"]
+        assert run["state_type"] == "RUNNING"  # waiting for the job's next step
     finally:
         _stop(restarted)
 
