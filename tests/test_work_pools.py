@@ -5,9 +5,7 @@ every deployment applies."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,13 +18,11 @@ from pfconclient.exceptions import PfconRequestException
 
 from conftest import Service, _start_replica, _stop, wait_status
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
+from pool_workers import deploy_to_pools, process_worker, wait_for_status
 from prefect_pfcon.job_secrets import KEY_ENV
 from test_fslink_lifecycle import job_runs, settled_runs, sh_plugin
-from test_prefect_native import plugin_spec, prefect_cli, run_deployment, wait_run
+from test_prefect_native import plugin_spec, run_deployment, wait_run
 
-REPO = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-WORKER_QUERY_SECONDS = 2
 IDLE_SECONDS = 15
 """The pool API's PFCON_JOB_IDLE_SECONDS: longer than any pause of its tests between steps."""
 EVENT_START_SECONDS = 3.0
@@ -36,16 +32,8 @@ event (the run re-reads its inputs without one only every 300 s), then starts a 
 
 @pytest.fixture(scope="module")
 def pools(fslink_service: Service) -> Service:
-    service = fslink_service
-    for pool, kind, template in (("pfcon-process", "process", None), ("pfcon-docker", "docker", "docker.json"),
-                                 ("pfcon-kubernetes", "kubernetes", "kubernetes.json")):
-        extra = ["--base-job-template", str(REPO / "workpools" / template)] if template else []
-        prefect_cli(service, "work-pool", "create", pool, "--type", kind, "--overwrite", *extra)
-    env = {**os.environ, "PREFECT_API_URL": service.prefect_api_url, "PFCON_REPO": str(REPO)}
-    result = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return service
+    deploy_to_pools(fslink_service)
+    return fslink_service
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +44,8 @@ def secrets_key() -> str:
 
 @pytest.fixture(scope="module")
 def worker(pools: Service, session_tmp: Path, secrets_key: str) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, "PREFECT_API_URL": pools.prefect_api_url, KEY_ENV: secrets_key,
-           "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS)}
-    log = (session_tmp / "process-worker.log").open("w")
-    process = subprocess.Popen([PREFECT, "worker", "start", "--pool", "pfcon-process", "--type", "process"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:  # Prefect's worker may wait on its runs' processes: ours to stop
-        process.kill()
-        process.wait(timeout=30)
+    with process_worker(pools, session_tmp / "process-worker.log", secrets_key) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -159,19 +137,6 @@ def test_api_jobs_run_on_the_pool(pools: Service, pool_api: Service, docker_clie
     assert {task["flow_run_id"] for tasks in steps.values() for task in tasks} == {run["id"]}
     assert [task["state_type"] for task in steps["plugin"]] == ["COMPLETED", "CANCELLED"]
     assert steps["copy"][0]["state_type"] == steps["delete"][0]["state_type"] == "COMPLETED"
-
-
-def wait_for_status(client, jid: str, status: str, timeout: float) -> list[str]:
-    """Poll the plugin job until it has ``status``; the statuses seen, in order."""
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while not seen or seen[-1] != status:
-        assert time.monotonic() < deadline, seen
-        current = client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"]
-        if not seen or seen[-1] != current:
-            seen.append(current)
-        time.sleep(0.1)
-    return seen
 
 
 def test_an_idle_job_ends_and_a_later_step_starts_another_run(pools: Service, pool_api: Service):

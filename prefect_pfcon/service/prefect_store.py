@@ -5,9 +5,10 @@ deployment, its steps are that run's inputs (``prefect_pfcon.flows.step_inputs``
 number of replicas sharing the Prefect server answer alike. A step's state is what its flow
 run recorded there (started; ended, once its logs were shipped), or the flow run's own end,
 not its task run's row, which Prefect writes from events up to a second late; its logs are its
-task run's Prefect logs. Each answer reads Prefect (at most ``VIEW_SECONDS`` old); each call
-is retried while Prefect is lost or busy, within ``PFCON_PREFECT_DEADLINE_SECONDS``
-(``TimeoutError``: the API answers 503).
+task run's Prefect logs. Each answer reads Prefect (at most ``VIEW_SECONDS`` old, except that a
+step the view lacks or has removed is read at once: another replica may just have accepted it,
+and a client that POSTed it there must not read 404 here); each call is retried while Prefect
+is lost or busy, within ``PFCON_PREFECT_DEADLINE_SECONDS`` (``TimeoutError``: the API answers 503).
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ class PrefectJobStore(JobStore):
         self._views: dict[str, tuple[float, JobView]] = {}
 
     async def newest(self, step: JobStep, jid: str) -> StepAttempt | None:
-        found = (await self._view(jid)).steps.get(step)
+        cached = self._cached(jid)
+        found = cached.steps.get(step) if cached is not None else None
+        if found is None or found.attempt.removed:  # another replica may have accepted one since
+            found = (await self._call(lambda: self._read(jid))).steps.get(step)
         return found.attempt if found is not None else None
 
     async def accept(self, request: StepRequest, after: UUID | None) -> StepAttempt:
@@ -202,12 +206,15 @@ class PrefectJobStore(JobStore):
 
     # ----- reading -----------------------------------------------------------------------
 
+    def _cached(self, jid: str) -> JobView | None:
+        """The job's view if it was read less than ``VIEW_SECONDS`` ago."""
+        cached = self._views.get(jid)
+        return cached[1] if cached is not None and time.monotonic() - cached[0] < VIEW_SECONDS else None
+
     async def _view(self, jid: str) -> JobView:
         """The job's view, read again once it is ``VIEW_SECONDS`` old."""
-        cached = self._views.get(jid)
-        if cached is not None and time.monotonic() - cached[0] < VIEW_SECONDS:
-            return cached[1]
-        return await self._call(lambda: self._read(jid))
+        cached = self._cached(jid)
+        return cached if cached is not None else await self._call(lambda: self._read(jid))
 
     async def _read(self, jid: str) -> JobView:
         """The job's view now (kept for ``_view``)."""
