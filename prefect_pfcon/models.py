@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from prefect_pfcon.tasks.images import image_reference
+from prefect_pfcon.lib.images import image_reference
 
 ImageReference = Annotated[str, AfterValidator(image_reference)]
 """An image reference, refused unless it follows the image reference grammar."""

@@ -32,7 +32,7 @@ import pytest
 import requests
 from pfconclient.client import Client
 
-from prefect_pfcon.tasks.trees import remove_tree
+from prefect_pfcon.lib.trees import remove_tree
 from private_dockerd import PrivateDockerd
 
 TEST_SECRET = "test-secret-key-not-for-production"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fsspec.implementations.dirfs import DirFileSystem
 
 from conftest import S3_TEST_BUCKET
-from prefect_pfcon.filesystems import s3_filesystem
+from prefect_pfcon.lib.filesystems import s3_filesystem
 
 
 def s3_bucket(credentials: dict[str, str]) -> DirFileSystem:

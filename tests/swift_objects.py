@@ -9,7 +9,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from swiftclient.client import Connection
 
 from conftest import SWIFT_TEST_CONTAINER
-from prefect_pfcon.filesystems import SwiftFileSystem
+from prefect_pfcon.lib.filesystems import SwiftFileSystem
 
 
 def swift_container(credentials: dict[str, str]) -> DirFileSystem:

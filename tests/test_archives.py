@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_tree import tree
-from prefect_pfcon.tasks.archives import BadArchive, iter_zip, unpack_zip
+from prefect_pfcon.lib.archives import BadArchive, iter_zip, unpack_zip
 from test_zipfile_lifecycle import make_zip
 
 

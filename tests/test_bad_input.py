@@ -17,7 +17,7 @@ import pytest
 import requests
 from pfconclient.client import JobType
 
-from prefect_pfcon.tasks.trees import remove_tree
+from prefect_pfcon.lib.trees import remove_tree
 
 from conftest import Service, _start_replica, _stop, raw, wait_status
 from fixtures_tree import make_fslink_fixture

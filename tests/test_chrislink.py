@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
-from prefect_pfcon.filesystems import StoreBaseFileSystem
-from prefect_pfcon.filesystems.storebase import SpecialFileError, place_file
-from prefect_pfcon.tasks.chrislink import InvalidInputPath, expand_links, stage_inputs
-from prefect_pfcon.tasks.paths import UnsafePathError
+from prefect_pfcon.lib.filesystems import StoreBaseFileSystem
+from prefect_pfcon.lib.filesystems.storebase import SpecialFileError, place_file
+from prefect_pfcon.lib.chrislink import InvalidInputPath, expand_links, stage_inputs
+from prefect_pfcon.lib.paths import UnsafePathError
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Plugin command building, with pfcon's own examples (spec section 7)."""
 
-from prefect_pfcon.tasks.command import build_plugin_command, localize_path_args
+from prefect_pfcon.lib.command import build_plugin_command, localize_path_args
 
 
 def test_path_flags_replace_the_following_value_only():

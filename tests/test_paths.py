@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from prefect_pfcon.tasks.paths import (
+from prefect_pfcon.lib.paths import (
     ConfinedDir,
     UnsafePathError,
     normalize_storage_path,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from prefect_pfcon.filesystems import SwiftError, SwiftFileSystem, readable_errors
-from prefect_pfcon.tasks.transfer import download, upload
+from prefect_pfcon.lib.filesystems import SwiftError, SwiftFileSystem, readable_errors
+from prefect_pfcon.lib.transfer import download, upload
 from swift_objects import swift_container
 
 

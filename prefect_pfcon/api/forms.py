@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
-from prefect_pfcon.tasks.images import image_reference
+from prefect_pfcon.lib.images import image_reference
 
 MISSING = "Missing required parameter in the post body"
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

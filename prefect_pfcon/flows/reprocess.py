@@ -20,7 +20,7 @@ from prefect_pfcon.flows.job import job_flow
 from prefect_pfcon.models import ChrisJob, InputSelection, PluginSpec
 from prefect_pfcon.names import DEFAULT_COMPUTE_BLOCK, DEFAULT_STORAGE_BLOCK, REPROCESS_FLOW_NAME
 from prefect_pfcon.tasks.artifacts import publish_summary
-from prefect_pfcon.tasks.paths import normalize_storage_path
+from prefect_pfcon.lib.paths import normalize_storage_path
 
 CONCURRENCY_LIMIT_NAME = "pfcon-reprocess"
 MAX_PARALLEL_INPUTS = 32

@@ -28,9 +28,9 @@ from prefect_pfcon.service.status import (
     step_identity,
 )
 from prefect_pfcon.service.store import JobStore
-from prefect_pfcon.tasks.archives import BadArchive, iter_zip
-from prefect_pfcon.tasks.command import build_plugin_command
-from prefect_pfcon.tasks.paths import UnsafePathError
+from prefect_pfcon.lib.archives import BadArchive, iter_zip
+from prefect_pfcon.lib.command import build_plugin_command
+from prefect_pfcon.lib.paths import UnsafePathError
 
 ENV_ERROR = 'env: must be a list of "key=value" strings'
 BAD_REQUEST_TEXT = (

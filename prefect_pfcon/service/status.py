@@ -11,7 +11,7 @@ from prefect.client.schemas.objects import State, StateType
 from prefect_pfcon.blocks.compute.base import ZERO_TIME, ContainerState
 from prefect_pfcon.flows.attempts import StepAttempt
 from prefect_pfcon.models import JobStatus, JobStep, PluginJob
-from prefect_pfcon.tasks.command import build_plugin_command
+from prefect_pfcon.lib.command import build_plugin_command
 
 _WAITING = {StateType.SCHEDULED, StateType.PENDING}
 _ACTIVE = {StateType.RUNNING, StateType.PAUSED}

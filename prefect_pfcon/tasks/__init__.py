@@ -1,0 +1,1 @@
+"""Prefect tasks: the four pfcon job steps and the reprocessing summary."""

@@ -19,8 +19,8 @@ from prefect_pfcon.job_secrets import mask, masked_values, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, TASK_RUN_LABEL
 from prefect_pfcon.tasks.artifacts import artifact_key
-from prefect_pfcon.tasks.command import build_plugin_command
-from prefect_pfcon.tasks.log_records import grouped_lines
+from prefect_pfcon.lib.command import build_plugin_command
+from prefect_pfcon.lib.log_records import grouped_lines
 
 OOM_EXIT_CODE = 137
 MAX_OUTPUT_ROWS = 1000

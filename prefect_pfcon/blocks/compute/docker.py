@@ -22,7 +22,7 @@ from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
 from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
-from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+from prefect_pfcon.lib.command import INCOMING, OUTGOING
 
 
 def status_name(state: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from prefect_pfcon.blocks.compute.base import (
 from prefect_pfcon.names import JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
-from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+from prefect_pfcon.lib.command import INCOMING, OUTGOING
 
 JOB_TYPE_LABEL_K8S = "chrisproject.org/job-type"
 STORE_VOLUME = "storebase"

@@ -36,7 +36,7 @@ from prefect_pfcon.blocks.compute.base import (
 from prefect_pfcon.blocks.compute.lines import MAX_LINE_BYTES, split_lines
 from prefect_pfcon.job_secrets import MASK, MASKED_MIN_CHARS
 from prefect_pfcon.models import JobStatus, PluginJob
-from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+from prefect_pfcon.lib.command import INCOMING, OUTGOING
 
 WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
 ACTIVE_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}

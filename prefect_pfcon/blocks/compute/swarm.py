@@ -22,7 +22,7 @@ from prefect_pfcon.blocks.compute.base import (
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
 from prefect_pfcon.models import JobStatus
-from prefect_pfcon.tasks.command import INCOMING, OUTGOING
+from prefect_pfcon.lib.command import INCOMING, OUTGOING
 
 TASK_WAITING = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"})
 TASK_ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "remove", "orphaned"})

@@ -13,12 +13,12 @@ from fsspec.spec import AbstractFileSystem
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from prefect_pfcon.filesystems.storebase import StoreBaseFileSystem
+from prefect_pfcon.lib.filesystems.storebase import StoreBaseFileSystem
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
-from prefect_pfcon.tasks.chrislink import stage_inputs
-from prefect_pfcon.tasks.outputs import count_files, list_output_files
-from prefect_pfcon.tasks.paths import UnsafePathError, resolve_in_store
-from prefect_pfcon.tasks.trees import remove_tree
+from prefect_pfcon.lib.chrislink import stage_inputs
+from prefect_pfcon.lib.outputs import count_files, list_output_files
+from prefect_pfcon.lib.paths import UnsafePathError, resolve_in_store
+from prefect_pfcon.lib.trees import remove_tree
 
 
 KEY_DIR_PREFIX = "key-"

@@ -6,7 +6,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, data_object
 from prefect_pfcon.models import PluginJob
-from prefect_pfcon.tasks.outputs import count_files, list_output_files
+from prefect_pfcon.lib.outputs import count_files, list_output_files
 
 
 class FilesystemStorage(StorageBlock):

@@ -7,9 +7,9 @@ from typing import ClassVar
 from pydantic import Field
 
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
-from prefect_pfcon.filesystems import StoreBaseFileSystem
+from prefect_pfcon.lib.filesystems import StoreBaseFileSystem
 from prefect_pfcon.models import PluginJob
-from prefect_pfcon.tasks.outputs import list_output_files
+from prefect_pfcon.lib.outputs import list_output_files
 
 
 class FSLinkStorage(StorageBlock):

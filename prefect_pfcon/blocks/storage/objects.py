@@ -11,9 +11,9 @@ from fsspec.spec import AbstractFileSystem
 
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
-from prefect_pfcon.tasks.outputs import list_output_files
-from prefect_pfcon.tasks.paths import normalize_storage_path
-from prefect_pfcon.tasks.transfer import upload
+from prefect_pfcon.lib.outputs import list_output_files
+from prefect_pfcon.lib.paths import normalize_storage_path
+from prefect_pfcon.lib.transfer import upload
 
 
 class ObjectStorage(StorageBlock, ABC):

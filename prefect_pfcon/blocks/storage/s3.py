@@ -9,7 +9,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from pydantic import Field, SecretStr
 
 from prefect_pfcon.blocks.storage.objects import ObjectStorage
-from prefect_pfcon.filesystems.s3 import readable_errors, s3_filesystem
+from prefect_pfcon.lib.filesystems.s3 import readable_errors, s3_filesystem
 from prefect_pfcon.models import CopyJob
 
 

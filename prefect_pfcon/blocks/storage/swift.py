@@ -9,7 +9,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from pydantic import Field, SecretStr
 
 from prefect_pfcon.blocks.storage.objects import ObjectStorage
-from prefect_pfcon.filesystems import SwiftFileSystem, readable_errors
+from prefect_pfcon.lib.filesystems import SwiftFileSystem, readable_errors
 
 
 class SwiftStorage(ObjectStorage):

@@ -8,9 +8,9 @@ from pydantic import Field
 
 from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, data_object
 from prefect_pfcon.models import PluginJob
-from prefect_pfcon.tasks.archives import unpack_zip
-from prefect_pfcon.tasks.chrislink import expand_links
-from prefect_pfcon.tasks.trees import remove_tree
+from prefect_pfcon.lib.archives import unpack_zip
+from prefect_pfcon.lib.chrislink import expand_links
+from prefect_pfcon.lib.trees import remove_tree
 
 MIB = 1024 * 1024
 

@@ -23,17 +23,17 @@ from pathlib import Path
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_pfcon.filesystems.storebase import place_file
-from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
-from prefect_pfcon.tasks.paths import (
+from prefect_pfcon.lib.filesystems.storebase import place_file
+from prefect_pfcon.lib.outputs import CHRISLINK_SUFFIX
+from prefect_pfcon.lib.paths import (
     ConfinedDir,
     UnsafePathError,
     is_within,
     normalize_storage_path,
     plain_relative_name,
 )
-from prefect_pfcon.tasks.transfer import download
-from prefect_pfcon.tasks.trees import copy_tree, remove_tree
+from prefect_pfcon.lib.transfer import download
+from prefect_pfcon.lib.trees import copy_tree, remove_tree
 
 logger = logging.getLogger("prefect_pfcon.staging")
 

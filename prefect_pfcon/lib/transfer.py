@@ -9,7 +9,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_pfcon.tasks.trees import make_dirs
+from prefect_pfcon.lib.trees import make_dirs
 
 FileCopy = Callable[[str, str], object]
 

@@ -10,8 +10,8 @@ from typing import Any
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from prefect_pfcon.tasks.paths import ConfinedDir, UnsafePathError, normalize_storage_path
-from prefect_pfcon.tasks.trees import walk
+from prefect_pfcon.lib.paths import ConfinedDir, UnsafePathError, normalize_storage_path
+from prefect_pfcon.lib.trees import walk
 
 
 class SpecialFileError(UnsafePathError):

@@ -10,7 +10,7 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
-from prefect_pfcon.tasks.trees import walk
+from prefect_pfcon.lib.trees import walk
 
 CHRISLINK_SUFFIX = ".chrislink"
 logger = logging.getLogger("prefect_pfcon.outputs")

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from prefect_pfcon.tasks.outputs import CHRISLINK_SUFFIX
-from prefect_pfcon.tasks.trees import make_dirs
+from prefect_pfcon.lib.outputs import CHRISLINK_SUFFIX
+from prefect_pfcon.lib.trees import make_dirs
 
 CHUNK_BYTES = 1024 * 1024
 

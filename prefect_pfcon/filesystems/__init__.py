@@ -1,7 +1,0 @@
-"""fsspec filesystems the storage blocks stage data through."""
-
-from prefect_pfcon.filesystems.s3 import S3Error, s3_filesystem
-from prefect_pfcon.filesystems.storebase import StoreBaseFileSystem
-from prefect_pfcon.filesystems.swift import SwiftError, SwiftFileSystem, readable_errors
-
-__all__ = ["S3Error", "StoreBaseFileSystem", "SwiftError", "SwiftFileSystem", "readable_errors", "s3_filesystem"]
