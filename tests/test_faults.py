@@ -82,10 +82,11 @@ def killed(service: Service) -> None:
     service.process.wait(timeout=30)
 
 
-def own_service(session_tmp: Path, name: str) -> tuple[Service, Callable[[], Service]]:
-    """A service with its own Prefect server, and how to start it again on the same ports."""
+def own_service(session_tmp: Path, name: str, **settings: str) -> tuple[Service, Callable[[], Service]]:
+    """A service with its own Prefect server (and ``settings``), and how to start it again on
+    the same ports."""
     prefect_port, api_port = free_port(), free_port()
-    env = {"PREFECT_HOME": str(session_tmp / f"prefect-home-{name}")}
+    env = {"PREFECT_HOME": str(session_tmp / f"prefect-home-{name}"), **settings}
     return start(session_tmp, name, env, api_port, prefect_port), lambda: start(
         session_tmp, name, env, api_port, prefect_port)
 
@@ -234,3 +235,35 @@ def test_docker_engine_restarted_mid_job_ends_the_job(session_tmp: Path, private
         assert not (service.store_base / output_dir / "out.txt").exists()
     finally:
         _stop(service)
+
+
+def test_service_killed_mid_copy_finishes_the_copy_in_the_same_task_run(session_tmp: Path, docker_client):
+    """A copy slow enough to be caught running (a 1 GiB input, copied byte by byte): killed,
+    the same attempt runs again after the restart and the job goes on in its flow run."""
+    service, restart = own_service(session_tmp, "faults-mid-copy", PFCON_HARDLINK_INPUTS="false")
+    big = service.store_base / f"home/alice/big-{uuid.uuid4().hex[:6]}"
+    big.mkdir(parents=True)
+    with (big / "big.bin").open("wb") as data:
+        for _ in range(1024):
+            data.write(os.urandom(1024 * 1024))
+    client, jid = service.client(), f"faults-copy-{uuid.uuid4().hex[:8]}"
+    client.submit_job(JobType.COPY, jid, {"input_dirs": [str(big.relative_to(service.store_base))],
+                                         "output_dir": f"home/alice/{jid}"})
+    deadline = time.monotonic() + 60
+    while client.get_job_status(JobType.COPY, jid)["compute"]["status"] == "notStarted":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (before,) = job_runs(service, jid)
+    killed(service)
+    restarted = restart()
+    try:
+        copy = wait_status(restarted.client(), JobType.COPY, jid, timeout=180)
+        assert copy["status"] == "finishedSuccessfully", copy
+        staged = restarted.store_base / f"key-{jid}" / "incoming" / "big.bin"
+        assert staged.stat().st_size == 1024 * 1024 * 1024
+        (copy_run,) = settled_runs(restarted, f"copy-{jid}")  # one attempt, finished
+        assert copy_run["state_type"] == "COMPLETED" and copy_run["flow_run_id"] == before["id"]
+        assert [run["id"] for run in job_runs(restarted, jid)] == [before["id"]]
+    finally:
+        _stop(restarted)
+
