@@ -21,7 +21,7 @@ from prefect_pfcon.lib.trees import remove_tree
 
 from conftest import Service, _start_replica, _stop, raw, wait_status
 from fixtures_tree import make_fslink_fixture
-from test_fslink_lifecycle import copied_job, prefect_log_messages, prefect_runs, sh_plugin
+from test_fslink_lifecycle import copied_job, prefect_log_messages, prefect_runs, settled_runs, sh_plugin
 from test_zipfile_lifecycle import make_zip, zip_descriptors
 
 TOO_LARGE = {"message": "The data value transmitted exceeds the capacity limit."}
@@ -173,8 +173,11 @@ def test_output_names_that_are_not_utf8_are_skipped_with_a_warning(service):
     assert wait_status(client, JobType.PLUGIN, job)["status"] == "finishedSuccessfully"
     assert (service.store_base / output_dir).joinpath(b"bad\xff.txt".decode("utf-8", "surrogateescape")).is_file()
     assert client.get_plugin_job_json_data(job, output_dir)["rel_file_paths"] == ["ok.txt"]
-    messages = prefect_log_messages(service, prefect_runs(service, f"plugin-{job}")[0]["id"])
-    assert "Skipping output b'bad\\xff.txt': its name is not valid UTF-8" in messages
+    warning = "Skipping output b'bad\\xff.txt': its name is not valid UTF-8"
+    deadline = time.monotonic() + 30  # Prefect receives log records in batches
+    while warning not in prefect_log_messages(service, settled_runs(service, f"plugin-{job}")[0]["id"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
 
 
 # ----- listings and .chrislink files --------------------------------------------------------------

@@ -14,7 +14,7 @@ from pfconclient.client import JobType
 
 from conftest import TEST_SECRET, Service, raw, wait_status
 from fixtures_tree import make_fslink_fixture
-from test_fslink_lifecycle import new_jid, prefect_log_messages, prefect_runs
+from test_fslink_lifecycle import new_jid, prefect_log_messages, prefect_runs, settled_runs
 
 FIELDS = ["jid", "args", "args_path_flags", "auid", "number_of_workers", "cpu_limit", "memory_limit",
           "gpu_limit", "image", "entrypoint", "type", "env", "input_dirs", "output_dir", "job_output_path"]
@@ -127,6 +127,6 @@ def test_no_secret_in_answers_or_logs(service):
                       {"input_dirs": ["home/alice/feed/in"], "output_dir": "home/alice/feed/out"})
     wait_status(client, JobType.COPY, jid)
     answers = [raw(service, "GET", "pluginjobs/").text, raw(service, "GET", f"copyjobs/{jid}/").text]
-    logs = prefect_log_messages(service, prefect_runs(service, f"copy-{jid}")[0]["id"])
+    logs = prefect_log_messages(service, settled_runs(service, f"copy-{jid}")[0]["id"])
     for text in [*answers, *logs, *service.output]:
         assert TEST_SECRET not in text and "pfcon1234" not in text
