@@ -14,7 +14,7 @@ from pfconclient.client import JobType
 from conftest import Service, wait_status
 from fixtures_tree import FSLINK_STAGED, tree
 from swift_objects import seed
-from test_fslink_lifecycle import plugin_descriptors, prefect_runs
+from test_fslink_lifecycle import plugin_descriptors, settled_runs
 
 # $3=/share/incoming (ds) $4=/share/outgoing; the plugin also leaves a link file and a symlink
 OBJECTS_SCRIPT = (
@@ -68,7 +68,7 @@ def check_full_lifecycle(service: Service, objects: DirFileSystem, jid: str) -> 
 
     repeat = client.submit_job(JobType.UPLOAD, jid, {"job_output_path": "elsewhere"})
     assert repeat["compute"]["status"] == "finishedSuccessfully"
-    assert len(prefect_runs(service, f"upload-{jid}")) == 1  # nothing uploaded twice
+    assert len(settled_runs(service, f"upload-{jid}", count=1)) == 1  # nothing uploaded twice
     assert not objects.exists("elsewhere")
 
     client.submit_job(JobType.DELETE, jid, {})
@@ -103,4 +103,4 @@ def check_failed_upload_is_reposted(
     assert done["status"] == "finishedSuccessfully", done
     assert f"Uploaded {missing} files" in done["logs"] and missing <= 1
     assert sorted(objects.find(output_dir)) == [f"{output_dir}/s1.txt", f"{output_dir}/s2.txt"]
-    assert len(prefect_runs(service, f"upload-{jid}")) == 2
+    assert len(settled_runs(service, f"upload-{jid}", count=2)) == 2

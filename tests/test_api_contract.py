@@ -26,6 +26,7 @@ from test_fslink_lifecycle import (
     new_jid,
     plugin_descriptors,
     prefect_runs,
+    settled_runs,
     sh_plugin,
     submit_and_wait_started,
 )
@@ -263,7 +264,7 @@ def test_running_plugin_repeat_and_delete_guard(service, docker_client):
     assert answers and set(answers) <= {200, 404}, answers
     assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()
-    (run,) = prefect_runs(service, f"plugin-{jid}")
+    (run,) = settled_runs(service, f"plugin-{jid}")
     assert run["state_type"] in ("CANCELLED", "CANCELLING")
 
 
@@ -274,7 +275,7 @@ def test_simultaneous_identical_posts_run_the_job_once(service):
         answers = list(pool.map(lambda _: raw(service, "POST", "pluginjobs/", data=data), range(8)))
     assert [answer.status_code for answer in answers] == [201] * 8
     assert wait_status(service.client(), JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
-    assert len(prefect_runs(service, f"plugin-{jid}")) == 1
+    assert len(settled_runs(service, f"plugin-{jid}", count=1)) == 1
     assert (service.store_base / output_dir / "runs.txt").read_text() == "run\n"
 
 
@@ -289,7 +290,7 @@ def test_deleted_job_posted_again_runs_again(service):
     assert again["compute"]["status"] == "notStarted"
     second = wait_status(client, JobType.PLUGIN, jid)
     assert (second["status"], second["logs"]) == ("finishedSuccessfully", "second\n")
-    assert len(prefect_runs(service, f"plugin-{jid}")) == 2
+    assert len(settled_runs(service, f"plugin-{jid}", count=2)) == 2
 
 
 def test_failed_plugin_is_rescheduled_with_the_new_body(service):
@@ -308,7 +309,7 @@ def test_failed_plugin_is_rescheduled_with_the_new_body(service):
     again = client.submit_job(JobType.PLUGIN, jid, sh_plugin(output_dir, "echo other", image="other:img"))
     assert again["compute"]["status"] == "finishedSuccessfully"
     assert again["compute"]["image"] == BUSYBOX and "echo fixed" in again["compute"]["cmd"]
-    assert len(prefect_runs(service, f"plugin-{jid}")) == 2
+    assert len(settled_runs(service, f"plugin-{jid}", count=2)) == 2
 
 
 def test_gpu_without_runtime_is_a_clear_error_and_no_container(service, docker_client):

@@ -165,7 +165,7 @@ def test_full_fslink_lifecycle(fslink_service: Service, docker_client):
     incoming = store / f"key-{jid}" / "incoming"
     staged = sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*") if p.is_file())
     assert staged == ["a.txt", "home_bob_uploads_x/x.txt", "sub/SHARED_data/s1.txt", "sub/b.txt"]
-    assert len(prefect_runs(service, f"copy-{jid}")) == 1  # the repeat created nothing
+    assert len(settled_runs(service, f"copy-{jid}", count=1)) == 1  # the repeat created nothing
 
     # plugin: a container named after the jid, created by the plugin flow run
     answer = client.submit_job(JobType.PLUGIN, jid, plugin_descriptors(output_dir))
@@ -196,11 +196,11 @@ def test_full_fslink_lifecycle(fslink_service: Service, docker_client):
 
     # the flow run in Prefect: named after the jid, tagged, completed, with the plugin's logs
     deadline = time.monotonic() + 15  # the container exits just before its run completes
-    while (run := prefect_runs(service, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
+    while (run := settled_runs(service, f"plugin-{jid}")[0])["state_type"] == "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert run["state_type"] == "COMPLETED"
-    assert len(prefect_runs(service, f"plugin-{jid}")) == 1
+    assert len(settled_runs(service, f"plugin-{jid}", count=1)) == 1
     assert {f"jid:{jid}", "step:plugin"} <= set(run["tags"])
     deadline = time.monotonic() + 15  # Prefect ships logs in batches
     while "done" not in prefect_log_messages(service, run["id"]) and time.monotonic() < deadline:

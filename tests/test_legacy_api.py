@@ -31,7 +31,7 @@ from conftest import Service, _start_replica, _stop, raw, wait_status
 from fixtures_tree import FSLINK_FIXTURE, make_fslink_fixture, tree
 from object_storage_checks import OBJECTS_SCRIPT, OUTPUTS
 from swift_objects import seed, swift_container
-from test_fslink_lifecycle import BUSYBOX, COPY_SCRIPT, plugin_descriptors, prefect_runs
+from test_fslink_lifecycle import BUSYBOX, COPY_SCRIPT, plugin_descriptors, prefect_runs, settled_runs
 from test_security import JIDS, forms, values
 from test_zipfile_lifecycle import OBSERVED_ZIP, ZIP_SCRIPT, make_zip, zip_descriptors
 
@@ -105,9 +105,9 @@ def test_fslink_lifecycle(fslink_service: Service, docker_client):
         "cmd": f"sh -c '{COPY_SCRIPT}' sh --dir /share/incoming /share/incoming /share/outgoing", **CREATED}
     assert repeat["data"] == {} and repeat["compute"]["jid"] == jid  # the job already there
     assert repeat["compute"]["status"] in ("notStarted", "started", "finishedSuccessfully")
-    (copy_run,) = prefect_runs(service, f"copy-{jid}")
+    (copy_run,) = settled_runs(service, f"copy-{jid}")
     assert copy_run["state_type"] == "COMPLETED"
-    assert len(prefect_runs(service, f"plugin-{jid}")) == 1
+    assert len(settled_runs(service, f"plugin-{jid}", count=1)) == 1
 
     assert status == "finishedSuccessfully"
     assert final["compute"]["status"] == "finishedSuccessfully" and final["compute"]["logs"] == "start\ndone\n"
@@ -122,7 +122,7 @@ def test_fslink_lifecycle(fslink_service: Service, docker_client):
     assert not (store / f"key-{jid}").exists()
     assert (out / "new.txt").read_text() == "new\n"  # outputs stay
     assert not container_names(docker_client, jid)
-    (delete_run,) = prefect_runs(service, f"delete-{jid}")
+    (delete_run,) = settled_runs(service, f"delete-{jid}")
     assert delete_run["state_type"] == "COMPLETED"
     for step in ("copy", "plugin", "delete"):
         assert raw(service, "GET", f"{step}jobs/{jid}/").status_code == 404
@@ -150,7 +150,7 @@ def test_refusals_change_nothing(fslink_service: Service):
     for jid in (no_inputs, bad_env):
         assert not (store / f"key-{jid}").exists()
         assert prefect_runs(service, f"copy-{jid}") == []
-    (failed_copy,) = prefect_runs(service, f"copy-{bad_link}")
+    (failed_copy,) = settled_runs(service, f"copy-{bad_link}")
     assert failed_copy["state_type"] == "FAILED"
     assert prefect_runs(service, f"plugin-{bad_link}") == []  # no plugin after a failed copy
 
@@ -184,7 +184,7 @@ def test_delete_stops_a_running_job(fslink_service: Service, docker_client):
     assert deleted is None and time.monotonic() - started < 60
     assert not container_names(docker_client, jid)
     assert not (store / f"key-{jid}").exists()
-    assert prefect_runs(service, f"plugin-{jid}")[0]["state_type"] == "CANCELLED"
+    assert settled_runs(service, f"plugin-{jid}")[0]["state_type"] == "CANCELLED"
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_steps_outlasting_the_deadline_are_answered_503_and_finish(impatient_ser
     assert deleted is None
     assert raw(service, "GET", f"jobs/{jid}/").status_code == 404
     for step in ("copy", "plugin", "delete"):
-        assert len(prefect_runs(service, f"{step}-{jid}")) == 1
+        assert len(settled_runs(service, f"{step}-{jid}", count=1)) == 1
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_swift_lifecycle(swift_service: Service, objects):
     assert sorted(listing["rel_file_paths"]) == OUTPUTS
     assert sorted(objects.find(output_dir)) == [f"{output_dir}/{rel}" for rel in OUTPUTS]
     assert objects.cat_file(f"{output_dir}/new.txt") == b"new\n"
-    assert len(prefect_runs(service, f"upload-{jid}")) == 1  # the second GET uploaded nothing
+    assert len(settled_runs(service, f"upload-{jid}", count=1)) == 1  # the second GET uploaded nothing
     names = zipfile.ZipFile(io.BytesIO(base64.b64decode(archive["base64"]))).namelist()
     assert sorted(names) == OUTPUTS
 
