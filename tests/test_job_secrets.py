@@ -150,8 +150,11 @@ def test_chatty_plugin_lines_all_reach_prefect(fslink: Service):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert run["state_type"] == "COMPLETED"
-    records = prefect_logs(fslink, run["id"])  # all in before the run's final state
-    lines = [line for record in records for line in record["message"].split("\n")]
+    deadline = time.monotonic() + 60  # Prefect receives the records in batches
+    while "end" not in (lines := [line for record in (records := prefect_logs(fslink, run["id"]))
+                                  for line in record["message"].split("\n")]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
     errors = [line for line in fslink.output if "rror" in line][-5:]
     assert [line for line in lines if line.startswith("line ")] == [f"line {i}" for i in range(1, CHATTY_LINES + 1)], errors
     pieces = [line for line in lines if line.startswith("x")]
