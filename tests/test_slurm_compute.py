@@ -14,7 +14,7 @@ import pytest
 
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SlurmCompute
 from prefect_pfcon.blocks.compute.base import ForeignContainer
-from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, TASK_RUN_LABEL
 from prefect_pfcon.blocks.compute.slurm import SlurmJob, describe, exit_code, job_status, parse_exit_file
 from prefect_pfcon.models import JobStatus
 from test_hardening import CONFINED_SCRIPT
@@ -62,7 +62,7 @@ def container_job(mounts, script: str, memory_limit: int = 200) -> ContainerJob:
     return ContainerJob(
         name=name, image=BUSYBOX, command=["sh", "-c", script], env=["GREETING=hello world"],
         cpu_limit=1000, memory_limit=memory_limit, gpu_limit=0, number_of_workers=1,
-        incoming=mounts[0], outgoing=mounts[1], labels={JID_LABEL: name, FLOW_RUN_LABEL: f"run-{name}"},
+        incoming=mounts[0], outgoing=mounts[1], labels={JID_LABEL: name, FLOW_RUN_LABEL: f"run-{name}", TASK_RUN_LABEL: f"task-{name}"},
     )
 
 
@@ -92,8 +92,9 @@ def test_plugin_runs_as_a_slurm_job(slurm: SlurmCompute, mounts):
     slurm.submit(job)
     state = slurm.state(job.name)
     assert state.status in (JobStatus.NOT_STARTED, JobStatus.STARTED)
-    assert state.labels == {"org.test.suite": "prefect-pfcon", JID_LABEL: job.name, FLOW_RUN_LABEL: f"run-{job.name}"}
-    assert state.flow_run_id == f"run-{job.name}"
+    assert state.labels == {"org.test.suite": "prefect-pfcon", JID_LABEL: job.name, FLOW_RUN_LABEL: f"run-{job.name}",
+                            TASK_RUN_LABEL: f"task-{job.name}"}
+    assert state.task_run_id == f"task-{job.name}"
     assert list(slurm.follow_logs(job.name)) == ["start", "***", "read-only", "done"]  # env values masked
     assert slurm.wait(job.name) == 0
     state = slurm.state(job.name)
