@@ -151,8 +151,11 @@ def test_chatty_plugin_lines_all_reach_prefect(fslink: Service):
         time.sleep(0.5)
     assert run["state_type"] == "COMPLETED"
     deadline = time.monotonic() + 60  # Prefect receives the records in batches
-    while "end" not in (lines := [line for record in (records := prefect_logs(fslink, run["id"]))
-                                  for line in record["message"].split("\n")]):
+    while True:
+        records = prefect_logs(fslink, run["id"])
+        lines = [line for record in records for line in record["message"].split("\n")]
+        if "end" in lines:
+            break
         assert time.monotonic() < deadline
         time.sleep(0.5)
     errors = [line for line in fslink.output if "rror" in line][-5:]
