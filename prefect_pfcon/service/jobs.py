@@ -103,20 +103,24 @@ class JobService:
         except SealError:  # sealed elsewhere (another API's key): its values are unknown here
             return []
 
-    async def _current_unless_replaceable(self, step: JobStep, jid: str) -> dict[str, str] | None:
-        """``None`` when a new run may be scheduled, else the current job's answer to repeat."""
-        run = await self._current_run(step, jid)
-        if run is None:
-            return None
-        current = await self._describe(step, jid, run, with_logs=False)
+    async def _current_unless_replaceable(
+        self, step: JobStep, jid: str
+    ) -> tuple[dict[str, str] | None, StepAttempt | None]:
+        """The current job's answer to repeat, or ``None`` when a new attempt may be accepted;
+        and the step's newest attempt (removed or not), which a new one must follow."""
+        newest = await self.store.newest(step, jid)
+        if newest is None or newest.removed:
+            return None, newest
+        current = await self._describe(step, jid, newest, with_logs=False)
         if JobStatus(current["status"]).may_be_replaced:
-            return None
-        return await self._describe(step, jid, run)
+            return None, newest
+        return await self._describe(step, jid, newest), newest
 
-    async def _schedule(self, step: JobStep, job: Any, image: str, cmd: str) -> dict[str, str]:
-        """Accept a new attempt of the step; it follows the step's newest, removed or not
-        (two requests that saw the same newest one make one attempt)."""
-        newest = await self.store.newest(step, job.jid)
+    async def _schedule(
+        self, step: JobStep, job: Any, image: str, cmd: str, newest: StepAttempt | None
+    ) -> dict[str, str]:
+        """Accept a new attempt of the step following ``newest``, the newest one the request
+        saw: requests that saw the same one (simultaneous repeats) make one attempt."""
         plugin_tags = {"image": image, "container_env": self.compute.container_env} if step is JobStep.PLUGIN else {}
         request = StepRequest(step=step, jid=job.jid, parameters=self._parameters(job),
                               tags=step_tags(step, job.jid, **plugin_tags))
@@ -144,7 +148,7 @@ class JobService:
         invalid = self.plugin_request_error(job, data_file)
         if invalid is not None:
             return invalid
-        existing = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
+        existing, newest = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
         if existing is not None:
             return Answer(201, {"data": {}, "compute": existing})
         guard = await self._copy_guard(job.jid)
@@ -156,7 +160,7 @@ class JobService:
         except BadArchive as exc:
             return error(400, f"data_file: {exc}")
         cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
-        compute = await self._schedule(JobStep.PLUGIN, seal(job, self._env_key), job.image, cmd)
+        compute = await self._schedule(JobStep.PLUGIN, seal(job, self._env_key), job.image, cmd, newest)
         return Answer(201, {"data": data, "compute": compute})
 
     def plugin_request_error(self, job: PluginJob, data_file: BinaryIO | None) -> Answer | None:
@@ -246,14 +250,14 @@ class JobService:
         return await self._submit_step(JobStep.DELETE, job)
 
     async def _submit_step(self, step: JobStep, job: Any, prepare: Callable[[], Any] | None = None) -> Answer:
-        existing = await self._current_unless_replaceable(step, job.jid)
+        existing, newest = await self._current_unless_replaceable(step, job.jid)
         if existing is not None:
             return Answer(201, {"compute": existing})
         if prepare is not None:
             check_parameter_size(self._parameters(job))  # before preparing anything
             await prepare()
         image, cmd = step_identity(step)
-        return Answer(201, {"compute": await self._schedule(step, job, image, cmd)})
+        return Answer(201, {"compute": await self._schedule(step, job, image, cmd, newest)})
 
     async def run_step(self, step: JobStep, values: dict[str, Any], deadline_seconds: float) -> Answer:
         """POST a copy, upload or delete step and wait until its job ends, for requests that
