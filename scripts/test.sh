@@ -9,10 +9,12 @@ source "$PFCON_LIB/postgres.sh"
 source "$PFCON_LIB/k8s.sh"
 source "$PFCON_LIB/podman.sh"
 source "$PFCON_LIB/browser.sh"
+source "$PFCON_LIB/image.sh"
 
 trap 'stop_podman; stop_k8s; stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
 prepare_machine
 ensure_browser_installed
+ensure_image
 start_swift
 start_slurm
 start_postgres

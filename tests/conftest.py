@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -55,13 +55,14 @@ def free_port() -> int:
 
 @dataclass
 class Service:
-    """A running `prefect-pfcon up` and what tests need to talk to it."""
+    """A running pfcon API and what tests need to talk to it: a `prefect-pfcon up` these tests
+    started (its process and output), or a deployment's (deploy/)."""
 
     url: str
     store_base: Path
     prefect_api_url: str
-    process: subprocess.Popen[str]
-    output: list[str]
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
     prefect_auth: str = TEST_PREFECT_AUTH
     database: str = ""
 

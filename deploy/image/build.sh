@@ -50,6 +50,9 @@ build_base() {  # $1: the base image's name
   mkdir -p "$root"
   tar -C "$root" -xf "$(debian_root_tar "$PACKAGES")"
   project_dependencies >"$work/requirements.txt"
+  # pip evaluates dependency markers for this machine's Python, not the image's 3.11.2: name
+  # what only a Python before 3.11.3 needs (redis, a Prefect server dependency: async-timeout)
+  echo "async-timeout>=4.0.3" >>"$work/requirements.txt"
   install_into_root "$root" "$root$SITE" -r "$work/requirements.txt"
   echo "pfcon:x:$PFCON_UID:$PFCON_UID:prefect-pfcon:/var/lib/prefect-pfcon:/usr/sbin/nologin" >>"$root/etc/passwd"
   echo "pfcon:x:$PFCON_UID:" >>"$root/etc/group"
@@ -77,7 +80,7 @@ build_project() {  # $1: the base image, $2: the project image
 }
 
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "the image has Debian bookworm'"'"'s Python 3.11"'
-base="prefect-pfcon-base:$( { echo "$DEBIAN_SUITE $PACKAGES"; project_dependencies; } | digest)"
+base="prefect-pfcon-base:$( { cat "$HERE/build.sh" "$HERE/debian_root.sh"; project_dependencies; } | digest)"
 source_key="$( { echo "$base"; cd "$REPO" && git ls-files -co --exclude-standard prefect_pfcon pyproject.toml \
   prefect.yaml deploy/image | grep -v '\.pyc$' | sort | xargs sha256sum; } | digest)"
 project="prefect-pfcon:src-$source_key"
