@@ -5,8 +5,9 @@ A plugin job's ``env`` (CUBE sends the user's ``CHRIS_USER_TOKEN`` there) become
 parameters, outbox rows and events, all readable by Prefect users. The API therefore stores
 ``env`` with every value replaced by ``SEALED_VALUE`` and the real entries as one Fernet
 token in ``sealed_env``. The key is ``PFCON_JOB_SECRETS_KEY`` (a Fernet key; set the same on
-the API and on work-pool workers), else a 0600 file ``job_secrets_key`` in the state dir,
-created on first use.
+the API and on work-pool workers), else a 0600 file created on first use: the one
+``PFCON_JOB_SECRETS_KEY_FILE`` names (a path a site can share read-only with flow
+containers), or ``job_secrets_key`` in the state dir.
 
 Every env value of at least ``MASKED_MIN_CHARS`` characters is replaced by ``MASK`` in each
 line of plugin output sent to Prefect (and, on Slurm, in the job's output file); shorter
@@ -27,6 +28,7 @@ from prefect_pfcon.settings import ServiceSettings
 from prefect_pfcon.state_dir import read_or_create_secret
 
 KEY_ENV = "PFCON_JOB_SECRETS_KEY"
+KEY_FILE_ENV = "PFCON_JOB_SECRETS_KEY_FILE"
 KEY_FILE = "job_secrets_key"
 SEALED_VALUE = "<sealed>"
 MASK = "***"
@@ -38,12 +40,13 @@ class SealError(RuntimeError):
 
 
 def _key_file(state_dir: Path | None) -> Path:
-    return (state_dir or ServiceSettings().state_dir) / KEY_FILE
+    named = os.environ.get(KEY_FILE_ENV, "").strip()
+    return Path(named) if named else (state_dir or ServiceSettings().state_dir) / KEY_FILE
 
 
 @lru_cache(maxsize=4)
 def job_secrets_key(state_dir: Path | None = None, create: bool = False) -> Fernet:
-    """The key: ``PFCON_JOB_SECRETS_KEY``, else the state dir's key file (made if ``create``)."""
+    """The key: ``PFCON_JOB_SECRETS_KEY``, else its key file (made if ``create``)."""
     given = os.environ.get(KEY_ENV, "").strip()
     if given:
         try:

@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
 IMAGE = os.environ.get("PFCON_TEST_IMAGE", "prefect-pfcon:latest")
 SERVICES = ("db", "prefect", "pfcon")
+POOL_SERVICES = ("worker",)
+"""What keeps running of the pool profile (pool-setup ends once it has deployed)."""
 PFCON_PASSWORD = "pfcon1234"  # what Service.token logs in with
 READY_SECONDS = 240
 PFCON_UID = 1001
@@ -35,10 +37,12 @@ class ComposeProject:
 
     name: str
     env_file: Path
+    profiles: tuple[str, ...] = ()
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        profiles = [flag for profile in self.profiles for flag in ("--profile", profile)]
         return subprocess.run(["docker-compose", "-p", self.name, "-f", str(COMPOSE_FILE),
-                               "--env-file", str(self.env_file), *args],
+                               "--env-file", str(self.env_file), *profiles, *args],
                               capture_output=True, text=True, timeout=timeout)
 
     def logs(self) -> str:
@@ -58,6 +62,7 @@ def project_settings(name: str, **overrides: str) -> dict[str, str]:
         "PREFECT_PORT": str(free_port()),
         "DB_PORT": str(free_port()),
         "STOREBASE_VOLUME": f"{name}-storebase",
+        "KEYS_VOLUME": f"{name}-keys",
         "JOB_LABELS": f"org.test.suite=prefect-pfcon,{SESSION_LABEL}",
         **overrides,
     }
@@ -84,21 +89,21 @@ def wait_healthy(project: ComposeProject, services: int, timeout: float = READY_
 
 
 @contextmanager
-def compose_deployment(tmp: Path, *services: str, **overrides: str) -> Iterator[tuple[Service, ComposeProject]]:
-    """deploy/compose.yaml up (only ``services`` if given, with what they depend on); the API
-    as a Service (its storeBase the volume's folder on this host) and the project. Taken down
-    with its volumes at the end."""
+def compose_deployment(tmp: Path, profiles: tuple[str, ...] = (), **overrides: str) -> Iterator[tuple[Service, ComposeProject]]:
+    """deploy/compose.yaml up with ``profiles`` and settings ``overrides``; the API as a
+    Service (its storeBase the volume's folder on this host) and the project. Taken down with
+    its volumes at the end."""
     name = f"pfcon-test-{uuid.uuid4().hex[:8]}"
     settings = project_settings(name, **overrides)
     env_file = tmp / f"{name}.env"
     env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
     env_file.chmod(0o600)
-    project = ComposeProject(name, env_file)
+    project = ComposeProject(name, env_file, profiles)
     try:
-        started = project.run("up", "-d", *services)
+        started = project.run("up", "-d")
         if started.returncode != 0:
             raise RuntimeError(f"docker-compose up failed:\n{started.stderr}\n{project.logs()}")
-        wait_healthy(project, len(services) or len(SERVICES))
+        wait_healthy(project, len(SERVICES) + len(POOL_SERVICES) * ("pool" in profiles))
         url = f"http://127.0.0.1:{settings['PFCON_PORT']}/api/v1/"
         volume = docker.from_env().volumes.get(settings["STOREBASE_VOLUME"])
         yield Service(url=url, store_base=Path(volume.attrs["Mountpoint"]),
@@ -106,6 +111,17 @@ def compose_deployment(tmp: Path, *services: str, **overrides: str) -> Iterator[
                       prefect_auth=settings["PREFECT_AUTH_STRING"]), project
     finally:
         project.run("down", "-v", "--timeout", "30")
+        remove_volume_users(settings["STOREBASE_VOLUME"], settings["KEYS_VOLUME"])
+        project.run("down", "-v", "--timeout", "30")  # the volumes, once nothing uses them
+
+
+def remove_volume_users(*volumes: str) -> None:
+    """Remove the containers that mount these volumes (flow containers the project's worker
+    started, plugin containers left by a failed test): this project's, no one else's."""
+    client = docker.from_env()
+    for volume in volumes:
+        for container in client.containers.list(all=True, filters={"volume": volume}):
+            container.remove(force=True)
 
 
 def own_tree(root: Path) -> None:

@@ -26,7 +26,7 @@ COPY_SCRIPT = 'echo "processing $1"; cp -r "$1"/. "$2"/; echo done'
 
 
 def prefect_cli(service: Service, *args: str) -> str:
-    env = {**os.environ, "PREFECT_API_URL": service.prefect_api_url}
+    env = {**os.environ, "PREFECT_API_URL": service.prefect_api_url, "PREFECT_API_AUTH_STRING": service.prefect_auth}
     result = subprocess.run([PREFECT, *args], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

@@ -57,10 +57,9 @@ build_base() {  # $1: the base image's name
   echo "pfcon:x:$PFCON_UID:$PFCON_UID:prefect-pfcon:/var/lib/prefect-pfcon:/usr/sbin/nologin" >>"$root/etc/passwd"
   echo "pfcon:x:$PFCON_UID:" >>"$root/etc/group"
   install -d -m 0700 -o "$PFCON_UID" -g "$PFCON_UID" "$root/var/lib/prefect-pfcon"
-  install -d -m 0755 -o "$PFCON_UID" -g "$PFCON_UID" "$root/var/local/storeBase" "$root/opt/prefect-pfcon"
-  tar -C "$root" -c . | docker import \
-    --change "ENV HOME=/var/lib/prefect-pfcon PFCON_STATE_DIR=/var/lib/prefect-pfcon PYTHONUNBUFFERED=1" \
-    --change "ENV PREFECT_HOME=/var/lib/prefect-pfcon/prefect" - "$1" >/dev/null
+  install -d -m 0755 -o "$PFCON_UID" -g "$PFCON_UID" "$root/var/local/storeBase" "$root/opt/prefect-pfcon" \
+    "$root/run/pfcon-keys"
+  tar -C "$root" -c . | docker import - "$1" >/dev/null
   rm -rf "$work"
   echo "built $1" >&2
 }
@@ -70,8 +69,9 @@ build_project() {  # $1: the base image, $2: the project image
   install_into_root "$context" "$context/site" --no-deps "$REPO"
   mkdir -p "$context/bin"
   mv "$context/usr/local/bin/"* "$context/bin/"
-  install -m 0755 "$HERE/docker-entrypoint" "$context/bin/docker-entrypoint"
+  install -m 0755 "$HERE/docker-entrypoint" "$HERE/pfcon-docker-pool" "$context/bin/"
   cp "$REPO/prefect.yaml" "$context/prefect.yaml"
+  cp -r "$REPO/workpools" "$context/workpools"
   local output  # shown only on failure: the legacy builder (no container runs) warns it is legacy
   output="$(DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE=$1" -t "$2" \
     -f "$HERE/Dockerfile" "$context" 2>&1)" || { echo "$output" >&2; return 1; }
@@ -82,7 +82,7 @@ build_project() {  # $1: the base image, $2: the project image
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "the image has Debian bookworm'"'"'s Python 3.11"'
 base="prefect-pfcon-base:$( { cat "$HERE/build.sh" "$HERE/debian_root.sh"; project_dependencies; } | digest)"
 source_key="$( { echo "$base"; cd "$REPO" && git ls-files -co --exclude-standard prefect_pfcon pyproject.toml \
-  prefect.yaml deploy/image | grep -v '\.pyc$' | sort | xargs sha256sum; } | digest)"
+  prefect.yaml workpools deploy/image | grep -v '\.pyc$' | sort | xargs sha256sum; } | digest)"
 project="prefect-pfcon:src-$source_key"
 have_image "$base" || build_base "$base"
 have_image "$project" || build_project "$base" "$project"

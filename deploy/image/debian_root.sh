@@ -9,7 +9,8 @@ PFCON_IMAGE_CACHE="${PFCON_IMAGE_CACHE:-/var/cache/prefect-pfcon/image}"
 debian_root_tar() {
   local tar; tar="$PFCON_IMAGE_CACHE/debian-$DEBIAN_SUITE-$(echo "$DEBIAN_SUITE $1" | sha256sum | cut -c1-12).tar"
   if [ ! -s "$tar" ]; then
-    command -v mmdebstrap >/dev/null || apt-get install -y -qq mmdebstrap >/dev/null
+    command -v mmdebstrap >/dev/null || apt-get install -y -qq mmdebstrap >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq mmdebstrap >/dev/null; }
     mkdir -p "$PFCON_IMAGE_CACHE"
     mmdebstrap --quiet --format=tar --variant=essential --include="$1" \
       --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
