@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shutil
 import threading
 import time
@@ -55,6 +56,8 @@ class Target:
     store_base: Path
     user: str
     password: str
+    owner: int | None = None
+    """The user the server writes the storeBase as, when not this script's (a container's)."""
     info: dict = field(default_factory=dict)
 
 
@@ -176,6 +179,9 @@ def make_input(target: Target, run_id: str, jid: str) -> tuple[str, str]:
     (target.store_base / base / "in").mkdir(parents=True)
     (target.store_base / base / "out").mkdir(parents=True)
     (target.store_base / base / "in" / "a.txt").write_text("a\n")
+    if target.owner is not None:
+        for made in ("bench", f"bench/{run_id}", base, f"{base}/in", f"{base}/out", f"{base}/in/a.txt"):
+            os.chown(target.store_base / made, target.owner, target.owner)
     return f"{base}/in", f"{base}/out"
 
 
@@ -378,6 +384,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:30006/api/v1/")
     parser.add_argument("--store-base", type=Path, required=True, help="the server's storeBase, as seen here")
+    parser.add_argument("--owner", type=int, help="uid the server writes the storeBase as (a container's user)")
+    parser.add_argument("--compare-owner", type=int)
     parser.add_argument("--user", default="pfcon")
     parser.add_argument("--password", default="pfcon1234")
     parser.add_argument("-n", "--jobs", type=int, default=10)
@@ -404,12 +412,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    ours_target = Target(args.url, args.store_base, args.user, args.password)
+    ours_target = Target(args.url, args.store_base, args.user, args.password, args.owner)
     ours = measure(ours_target, args, Probe(args.pid, args.prefect_pid, args.prefect_log))
     theirs = theirs_target = None
     if args.compare_url:
         store = args.compare_store_base or args.store_base
-        theirs_target = Target(args.compare_url, store, args.user, args.password)
+        theirs_target = Target(args.compare_url, store, args.user, args.password, args.compare_owner)
         theirs = measure(theirs_target, args,
                          Probe(args.compare_pid, args.compare_prefect_pid, args.compare_prefect_log))
     print_table(f"{args.label} ({args.url}, {backend(ours_target)})" + (" — ratios ours/theirs" if theirs else ""),
