@@ -18,6 +18,7 @@ import docker
 from docker.models.containers import Container
 
 from conftest import SESSION_LABEL, Service, free_port
+from fixtures_tree import make_fslink_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
@@ -113,6 +114,15 @@ def compose_deployment(tmp: Path, profiles: tuple[str, ...] = (), **overrides: s
         project.run("down", "-v", "--timeout", "30")
         remove_volume_users(settings["STOREBASE_VOLUME"], settings["KEYS_VOLUME"])
         project.run("down", "-v", "--timeout", "30")  # the volumes, once nothing uses them
+
+
+@contextmanager
+def fslink_deployment(tmp: Path, profiles: tuple[str, ...] = (), **overrides: str) -> Iterator[tuple[Service, ComposeProject]]:
+    """``compose_deployment`` with the fslink fixture tree in its storeBase, owned by its user."""
+    with compose_deployment(tmp, profiles, **overrides) as (service, project):
+        make_fslink_fixture(service.store_base)
+        own_tree(service.store_base)
+        yield service, project
 
 
 def remove_volume_users(*volumes: str) -> None:

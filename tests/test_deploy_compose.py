@@ -12,19 +12,17 @@ import pytest
 import requests
 from pfconclient.client import JobType
 
-from compose_deployment import (PFCON_UID, SERVICES, ComposeProject, compose_deployment, own_tree,
+from compose_deployment import (PFCON_UID, SERVICES, ComposeProject, fslink_deployment,
                                 project_containers, wait_healthy)
 from conftest import Service, wait_status
-from fixtures_tree import FSLINK_STAGED, make_fslink_fixture
+from fixtures_tree import FSLINK_STAGED
 from test_fslink_lifecycle import copied_job, delete_and_forget, job_runs, settled_runs, sh_plugin
 
 
 @pytest.fixture(scope="module")
 def deployment(session_tmp: Path) -> Iterator[tuple[Service, ComposeProject]]:
-    with compose_deployment(session_tmp) as (service, project):
-        make_fslink_fixture(service.store_base)
-        own_tree(service.store_base)
-        yield service, project
+    with fslink_deployment(session_tmp) as deployed:
+        yield deployed
 
 
 @pytest.fixture(scope="module")

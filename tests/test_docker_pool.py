@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pfconclient.client import JobType
 
-from compose_deployment import IMAGE, ComposeProject, compose_deployment, own_tree
+from compose_deployment import IMAGE, ComposeProject, fslink_deployment, own_tree
 from conftest import Service, wait_status
-from fixtures_tree import FSLINK_STAGED, make_fslink_fixture, tree
+from fixtures_tree import FSLINK_STAGED, tree
 from test_fslink_lifecycle import copied_job, delete_and_forget, job_runs, settled_runs, sh_plugin
 from test_prefect_native import plugin_spec, run_deployment, wait_run
 
@@ -24,10 +24,8 @@ BLOCKS = {"storage_block": "pfcon-storage", "compute_block": "pfcon-compute"}  #
 
 @pytest.fixture(scope="module")
 def deployment(session_tmp: Path) -> Iterator[tuple[Service, ComposeProject]]:
-    with compose_deployment(session_tmp, ("pool",), PFCON_DEPLOYMENT="docker") as (service, project):
-        make_fslink_fixture(service.store_base)
-        own_tree(service.store_base)
-        yield service, project
+    with fslink_deployment(session_tmp, ("pool",), PFCON_DEPLOYMENT="docker") as deployed:
+        yield deployed
 
 
 @pytest.fixture(scope="module")
