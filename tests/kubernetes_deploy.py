@@ -1,0 +1,168 @@
+"""deploy/kubernetes/loopback applied to the test cluster, as a site applies its own overlay:
+a fresh namespace, ports of its own, host directories as its volumes and generated secrets;
+waited for until every Deployment is available, and deleted with its volumes at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from cryptography.fernet import Fernet
+from pfconclient.client import Client
+
+from conftest import TEST_PREFECT_AUTH, Service, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+LOOPBACK = REPO / "deploy" / "kubernetes" / "loopback"
+PFCON_UID = 1001
+READY_SECONDS = 240
+# host dir: its claim and the loopback overlay's PersistentVolume of it
+VOLUMES = {"storebase": ("storebase", "prefect-pfcon-storebase"), "state": ("pfcon-state", "prefect-pfcon-state"),
+           "postgres": ("postgres-data", "prefect-pfcon-postgres-data")}
+
+
+def test_image() -> str:
+    """The prefect-pfcon image the tests run (the test command builds it)."""
+    return os.environ.get("PFCON_TEST_IMAGE", "prefect-pfcon:latest")
+
+
+def kubectl(*args: str, timeout: float = 120, check: bool = True, stdin: str | None = None) -> str:
+    """``kubectl`` on the test cluster (``KUBECONFIG``); its output."""
+    result = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=timeout, input=stdin)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def apiserver_port() -> int:
+    """The API server's port, from the kubeconfig in use."""
+    server = json.loads(kubectl("config", "view", "--minify", "-o", "json"))["clusters"][0]["cluster"]["server"]
+    return urlparse(server).port or 443
+
+
+@dataclass
+class ClusterService(Service):
+    """The pfcon API of a cluster deployment, reached from the host on 127.0.0.1."""
+
+    namespace: str = ""
+    user: str = ""
+    password: str = ""
+    job_secrets_key: str = ""
+
+    def token(self) -> str:
+        return Client.get_auth_token(self.url + "auth-token/", self.user, self.password)
+
+
+def _env_patch(kind: str, name: str, containers: dict[str, dict[str, str]], init: dict[str, dict[str, str]]) -> str:
+    """A strategic-merge patch setting env values of a workload's (init) containers."""
+    def named(entries: dict[str, dict[str, str]]) -> list[dict]:
+        return [{"name": container, "env": [{"name": k, "value": v} for k, v in env.items()]}
+                for container, env in entries.items()]
+
+    spec: dict = {"containers": named(containers)}
+    if init:
+        spec["initContainers"] = named(init)
+    return json.dumps({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name},
+                       "spec": {"template": {"spec": spec}}})
+
+
+def _json_patch(kind: str, name: str, operations: list[dict]) -> dict:
+    return {"target": {"kind": kind, "name": name}, "patch": json.dumps(operations)}
+
+
+def write_overlay(directory: Path, namespace: str, volume_dirs: dict[str, Path], ports: dict[str, int],
+                  secret_values: dict[str, dict[str, str]]) -> None:
+    """A kustomization on top of the loopback overlay: the namespace, the image under test, the
+    ports, the volumes' host directories (PersistentVolumes named after the namespace) and the
+    two Secrets the base needs."""
+    prefect_url = f"http://127.0.0.1:{ports['prefect']}/api"
+    patches = [
+        {"patch": _env_patch("Deployment", "pfcon", {"pfcon": {
+            "PFCON_PORT": str(ports["pfcon"]), "PREFECT_API_URL": prefect_url,
+            "KUBERNETES_SERVICE_PORT": str(apiserver_port())}}, {"wait-for-prefect": {"PREFECT_API_URL": prefect_url}})},
+        {"patch": _env_patch("Deployment", "prefect-server", {"prefect-server": {
+            "PREFECT_SERVER_API_PORT": str(ports["prefect"]), "POSTGRES_PORT": str(ports["postgres"])}},
+            {"wait-for-postgres": {"POSTGRES_PORT": str(ports["postgres"])}})},
+        {"patch": _env_patch("Deployment", "postgres", {"postgres": {"PGPORT": str(ports["postgres"])}}, {})},
+    ]
+    for workload, port in (("pfcon", ports["pfcon"]), ("prefect-server", ports["prefect"]),
+                           ("postgres", ports["postgres"])):
+        patches.append(_json_patch("Deployment", workload, [
+            {"op": "replace", "path": "/spec/template/spec/containers/0/ports/0/containerPort", "value": port}]))
+    for host_dir, (claim, loopback_volume) in VOLUMES.items():
+        volume = f"{namespace}-{claim}"
+        patches.append(_json_patch("PersistentVolume", loopback_volume, [
+            {"op": "replace", "path": "/metadata/name", "value": volume},
+            {"op": "replace", "path": "/spec/hostPath/path", "value": str(volume_dirs[host_dir])}]))
+        patches.append(_json_patch("PersistentVolumeClaim", claim, [
+            {"op": "replace", "path": "/spec/volumeName", "value": volume}]))
+    image, _, tag = test_image().rpartition(":")
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": namespace,
+        "resources": [os.path.relpath(LOOPBACK, directory)],
+        "images": [{"name": "prefect-pfcon", "newName": image, "newTag": tag}],
+        "generatorOptions": {"disableNameSuffixHash": True},
+        "secretGenerator": [{"name": name, "literals": [f"{k}={v}" for k, v in values.items()]}
+                            for name, values in secret_values.items()],
+        "patches": patches,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))  # JSON is YAML
+
+
+def _diagnostics(namespace: str) -> str:
+    """What the namespace's pods did, for a deployment that did not become available."""
+    pods = kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False)
+    logs = kubectl("-n", namespace, "logs", "--all-containers", "--tail", "30", "-l",
+                   "app.kubernetes.io/name=prefect-pfcon", "--prefix", check=False)
+    events = kubectl("-n", namespace, "get", "events", "--sort-by", ".lastTimestamp", check=False)
+    return f"{pods}\n{logs}\n{events[-4000:]}"
+
+
+@contextmanager
+def cluster_deployment(tmp: Path, prefix: str = "pfcon-k8s") -> Iterator[ClusterService]:
+    """prefect-pfcon deployed from the loopback overlay into a new namespace; the namespace and
+    its PersistentVolumes are deleted at the end."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    root = tmp / namespace
+    volume_dirs = {name: root / name for name in VOLUMES}
+    for name, path in volume_dirs.items():
+        path.mkdir(parents=True)
+        if name == "postgres":
+            path.chmod(0o777)  # the image's postgres user makes PGDATA under it
+        else:
+            os.chown(path, PFCON_UID, PFCON_UID)
+    ports = {"pfcon": free_port(), "prefect": free_port(), "postgres": free_port()}
+    user, password = "chris-k8s", secrets.token_urlsafe(16)
+    job_secrets_key = Fernet.generate_key().decode()
+    write_overlay(root / "overlay", namespace, volume_dirs, ports, {
+        "prefect-pfcon": {"PFCON_USER": user, "PFCON_PASSWORD": password, "SECRET_KEY": secrets.token_urlsafe(32),
+                          "PREFECT_AUTH_STRING": TEST_PREFECT_AUTH, "POSTGRES_PASSWORD": secrets.token_urlsafe(16)},
+        "pfcon-job-secrets": {"PFCON_JOB_SECRETS_KEY": job_secrets_key},
+    })
+    kubectl("create", "namespace", namespace)
+    try:
+        kubectl("apply", "-k", str(root / "overlay"))
+        waited = subprocess.run(["kubectl", "-n", namespace, "wait", "--for=condition=Available", "deployment",
+                                 "--all", f"--timeout={READY_SECONDS}s"], capture_output=True, text=True,
+                                timeout=READY_SECONDS + 30)
+        if waited.returncode != 0:
+            raise RuntimeError(f"{namespace} not available: {waited.stderr}\n{_diagnostics(namespace)}")
+        yield ClusterService(
+            url=f"http://127.0.0.1:{ports['pfcon']}/api/v1/", store_base=volume_dirs["storebase"],
+            prefect_api_url=f"http://127.0.0.1:{ports['prefect']}/api", process=None, output=[],
+            namespace=namespace, user=user, password=password, job_secrets_key=job_secrets_key)
+    finally:
+        kubectl("delete", "namespace", namespace, "--timeout=120s", timeout=150, check=False)
+        kubectl("delete", "persistentvolume", *(f"{namespace}-{claim}" for claim, _ in VOLUMES.values()),
+                "--ignore-not-found", "--timeout=60s", timeout=90, check=False)
