@@ -120,11 +120,11 @@ def write_overlay(directory: Path, namespace: str, volume_dirs: dict[str, Path],
     (directory / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))  # JSON is YAML
 
 
-def _diagnostics(namespace: str) -> str:
+def diagnostics(namespace: str) -> str:
     """What the namespace's pods did, for a deployment that did not become available."""
     pods = kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False)
     logs = kubectl("-n", namespace, "logs", "--all-containers", "--tail", "30", "-l",
-                   "app.kubernetes.io/name=prefect-pfcon", "--prefix", check=False)
+                   "app.kubernetes.io/name=prefect-pfcon", "--prefix", "--max-log-requests", "10", check=False)
     events = kubectl("-n", namespace, "get", "events", "--sort-by", ".lastTimestamp", check=False)
     return f"{pods}\n{logs}\n{events[-4000:]}"
 
@@ -157,7 +157,7 @@ def cluster_deployment(tmp: Path, prefix: str = "pfcon-k8s") -> Iterator[Cluster
                                  "--all", f"--timeout={READY_SECONDS}s"], capture_output=True, text=True,
                                 timeout=READY_SECONDS + 30)
         if waited.returncode != 0:
-            raise RuntimeError(f"{namespace} not available: {waited.stderr}\n{_diagnostics(namespace)}")
+            raise RuntimeError(f"{namespace} not available: {waited.stderr}\n{diagnostics(namespace)}")
         yield ClusterService(
             url=f"http://127.0.0.1:{ports['pfcon']}/api/v1/", store_base=volume_dirs["storebase"],
             prefect_api_url=f"http://127.0.0.1:{ports['prefect']}/api", process=None, output=[],

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from conftest import free_port
-from kubernetes_deploy import ClusterService, apiserver_port, kubectl, test_image
+from kubernetes_deploy import ClusterService, apiserver_port, diagnostics, kubectl, test_image
 from pool_workers import PREFECT, REPO, WORKER_QUERY_SECONDS
 
 POOL = "pfcon-kubernetes"
@@ -69,7 +69,7 @@ def _env_value(container: dict, name: str, value: str) -> None:
 @contextmanager
 def pool_api_replica(service: ClusterService, env: dict[str, str]) -> Iterator[ClusterService]:
     """A second API Deployment beside the deployment's own, the same but for its port, its
-    state (none kept: an emptyDir) and ``env`` (PFCON_DEPLOYMENT=kubernetes ...)."""
+    state (none kept: the image's own state dir) and ``env`` (PFCON_DEPLOYMENT=kubernetes ...)."""
     manifest = json.loads(kubectl("-n", service.namespace, "get", "deployment", "pfcon", "-o", "json"))
     port = free_port()
     labels = {"app.kubernetes.io/name": "prefect-pfcon", "app.kubernetes.io/component": POOL_API}
@@ -79,15 +79,17 @@ def pool_api_replica(service: ClusterService, env: dict[str, str]) -> Iterator[C
     spec["selector"] = {"matchLabels": labels}
     spec["template"]["metadata"] = {"labels": labels}
     pod = spec["template"]["spec"]
-    pod["volumes"] = [volume if volume["name"] != "state" else {"name": "state", "emptyDir": {}}
-                      for volume in pod["volumes"]]
+    pod["volumes"] = [volume for volume in pod["volumes"] if volume["name"] != "state"]
     container = pod["containers"][0]
-    container["ports"][0]["containerPort"] = port
+    container["volumeMounts"] = [mount for mount in container["volumeMounts"] if mount["name"] != "state"]
+    container["ports"][0].update(containerPort=port, hostPort=port)  # equal on the host network
     for name, value in {"PFCON_PORT": str(port), **env}.items():
         _env_value(container, name, value)
     kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     try:
-        kubectl("-n", service.namespace, "rollout", "status", f"deployment/{POOL_API}", "--timeout=180s", timeout=200)
+        rollout = subprocess.run(["kubectl", "-n", service.namespace, "rollout", "status", f"deployment/{POOL_API}",
+                                  "--timeout=120s"], capture_output=True, text=True, timeout=150)
+        assert rollout.returncode == 0, f"{rollout.stderr}\n{diagnostics(service.namespace)}"
         yield replace(service, url=f"http://127.0.0.1:{port}/api/v1/")
     finally:
         kubectl("-n", service.namespace, "delete", "deployment", POOL_API, "--wait=false", check=False)
