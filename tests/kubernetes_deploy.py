@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,7 +62,7 @@ class ClusterService(Service):
         return Client.get_auth_token(self.url + "auth-token/", self.user, self.password)
 
 
-def _env_patch(kind: str, name: str, containers: dict[str, dict[str, str]], init: dict[str, dict[str, str]]) -> str:
+def _env_patch(kind: str, name: str, containers: dict[str, dict[str, str]], init: dict[str, dict[str, str]]) -> dict:
     """A strategic-merge patch setting env values of a workload's (init) containers."""
     def named(entries: dict[str, dict[str, str]]) -> list[dict]:
         return [{"name": container, "env": [{"name": k, "value": v} for k, v in env.items()]}
@@ -70,53 +71,61 @@ def _env_patch(kind: str, name: str, containers: dict[str, dict[str, str]], init
     spec: dict = {"containers": named(containers)}
     if init:
         spec["initContainers"] = named(init)
-    return json.dumps({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name},
-                       "spec": {"template": {"spec": spec}}})
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": {"template": {"spec": spec}}}
 
 
-def _json_patch(kind: str, name: str, operations: list[dict]) -> dict:
-    return {"target": {"kind": kind, "name": name}, "patch": json.dumps(operations)}
+GROUP_VERSIONS = {"Deployment": ("apps", "v1"), "PersistentVolume": ("", "v1"), "PersistentVolumeClaim": ("", "v1")}
 
 
 def write_overlay(directory: Path, namespace: str, volume_dirs: dict[str, Path], ports: dict[str, int],
                   secret_values: dict[str, dict[str, str]]) -> None:
     """A kustomization on top of the loopback overlay: the namespace, the image under test, the
     ports, the volumes' host directories (PersistentVolumes named after the namespace) and the
-    two Secrets the base needs."""
+    two Secrets the base needs. In kustomize 2.0's syntax (kubectl 1.20's), which newer
+    kustomize takes too."""
     prefect_url = f"http://127.0.0.1:{ports['prefect']}/api"
-    patches = [
-        {"patch": _env_patch("Deployment", "pfcon", {"pfcon": {
+    merges = [
+        _env_patch("Deployment", "pfcon", {"pfcon": {
             "PFCON_PORT": str(ports["pfcon"]), "PREFECT_API_URL": prefect_url,
-            "KUBERNETES_SERVICE_PORT": str(apiserver_port())}}, {"wait-for-prefect": {"PREFECT_API_URL": prefect_url}})},
-        {"patch": _env_patch("Deployment", "prefect-server", {"prefect-server": {
-            "PREFECT_SERVER_API_PORT": str(ports["prefect"]), "POSTGRES_PORT": str(ports["postgres"])}},
-            {"wait-for-postgres": {"POSTGRES_PORT": str(ports["postgres"])}})},
-        {"patch": _env_patch("Deployment", "postgres", {"postgres": {"PGPORT": str(ports["postgres"])}}, {})},
+            "KUBERNETES_SERVICE_PORT": str(apiserver_port())}}, {"wait-for-prefect": {"PREFECT_API_URL": prefect_url}}),
+        _env_patch("Deployment", "prefect-server", {"prefect-server": {
+            "PREFECT_SERVER_API_PORT": str(ports["prefect"]), "PREFECT_SERVER_DATABASE_PORT": str(ports["postgres"])}},
+            {"wait-for-postgres": {"PREFECT_SERVER_DATABASE_PORT": str(ports["postgres"])}}),
+        _env_patch("Deployment", "postgres", {"postgres": {"PGPORT": str(ports["postgres"])}}, {}),
     ]
-    for workload, port in (("pfcon", ports["pfcon"]), ("prefect-server", ports["prefect"]),
-                           ("postgres", ports["postgres"])):
-        patches.append(_json_patch("Deployment", workload, [
-            {"op": "replace", "path": "/spec/template/spec/containers/0/ports/0/containerPort", "value": port}]))
+    operations: list[tuple[str, str, list[dict]]] = [
+        ("Deployment", workload, [{"op": "replace", "path": "/spec/template/spec/containers/0/ports/0/containerPort",
+                                   "value": port}])
+        for workload, port in (("pfcon", ports["pfcon"]), ("prefect-server", ports["prefect"]),
+                               ("postgres", ports["postgres"]))
+    ]
     for host_dir, (claim, loopback_volume) in VOLUMES.items():
         volume = f"{namespace}-{claim}"
-        patches.append(_json_patch("PersistentVolume", loopback_volume, [
+        operations.append(("PersistentVolume", loopback_volume, [
             {"op": "replace", "path": "/metadata/name", "value": volume},
             {"op": "replace", "path": "/spec/hostPath/path", "value": str(volume_dirs[host_dir])}]))
-        patches.append(_json_patch("PersistentVolumeClaim", claim, [
-            {"op": "replace", "path": "/spec/volumeName", "value": volume}]))
+        operations.append(("PersistentVolumeClaim", claim, [{"op": "replace", "path": "/spec/volumeName", "value": volume}]))
+    directory.mkdir(parents=True, exist_ok=True)
+    json_patches = []
+    for index, (kind, name, patch) in enumerate(operations):
+        (directory / f"json-{index}.json").write_text(json.dumps(patch))
+        group, version = GROUP_VERSIONS[kind]
+        target = {"group": group, "version": version, "kind": kind, "name": name} if group else \
+            {"version": version, "kind": kind, "name": name}
+        json_patches.append({"target": target, "path": f"json-{index}.json"})
+    for index, patch in enumerate(merges):
+        (directory / f"merge-{index}.json").write_text(json.dumps(patch))
     image, _, tag = test_image().rpartition(":")
     kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
         "namespace": namespace,
-        "resources": [os.path.relpath(LOOPBACK, directory)],
+        "bases": [os.path.relpath(LOOPBACK, directory)],
         "images": [{"name": "prefect-pfcon", "newName": image, "newTag": tag}],
         "generatorOptions": {"disableNameSuffixHash": True},
         "secretGenerator": [{"name": name, "literals": [f"{k}={v}" for k, v in values.items()]}
                             for name, values in secret_values.items()],
-        "patches": patches,
+        "patchesStrategicMerge": [f"merge-{index}.json" for index in range(len(merges))],
+        "patchesJson6902": json_patches,
     }
-    directory.mkdir(parents=True, exist_ok=True)
     (directory / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))  # JSON is YAML
 
 
@@ -127,6 +136,22 @@ def diagnostics(namespace: str) -> str:
                    "app.kubernetes.io/name=prefect-pfcon", "--prefix", "--max-log-requests", "10", check=False)
     events = kubectl("-n", namespace, "get", "events", "--sort-by", ".lastTimestamp", check=False)
     return f"{pods}\n{logs}\n{events[-4000:]}"
+
+
+def wait_available(namespace: str, names: tuple[str, ...] = ()) -> None:
+    """Wait until the namespace's Deployments (or those named) have all their replicas
+    available (polled: kubectl 1.20's ``wait`` can outlive its timeout)."""
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        found = json.loads(kubectl("-n", namespace, "get", "deployments", "-o", "json"))["items"]
+        waiting = [item["metadata"]["name"] for item in found
+                   if (not names or item["metadata"]["name"] in names)
+                   and item["status"].get("availableReplicas", 0) < item["spec"]["replicas"]]
+        if found and not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{namespace}: {waiting} not available\n{diagnostics(namespace)}")
+        time.sleep(1)
 
 
 @contextmanager
@@ -153,11 +178,7 @@ def cluster_deployment(tmp: Path, prefix: str = "pfcon-k8s") -> Iterator[Cluster
     kubectl("create", "namespace", namespace)
     try:
         kubectl("apply", "-k", str(root / "overlay"))
-        waited = subprocess.run(["kubectl", "-n", namespace, "wait", "--for=condition=Available", "deployment",
-                                 "--all", f"--timeout={READY_SECONDS}s"], capture_output=True, text=True,
-                                timeout=READY_SECONDS + 30)
-        if waited.returncode != 0:
-            raise RuntimeError(f"{namespace} not available: {waited.stderr}\n{diagnostics(namespace)}")
+        wait_available(namespace)
         yield ClusterService(
             url=f"http://127.0.0.1:{ports['pfcon']}/api/v1/", store_base=volume_dirs["storebase"],
             prefect_api_url=f"http://127.0.0.1:{ports['prefect']}/api", process=None, output=[],

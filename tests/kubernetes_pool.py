@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from conftest import free_port
-from kubernetes_deploy import ClusterService, apiserver_port, diagnostics, kubectl, test_image
+from kubernetes_deploy import ClusterService, apiserver_port, kubectl, test_image, wait_available
 from pool_workers import PREFECT, REPO, WORKER_QUERY_SECONDS
 
 POOL = "pfcon-kubernetes"
@@ -87,9 +87,7 @@ def pool_api_replica(service: ClusterService, env: dict[str, str]) -> Iterator[C
         _env_value(container, name, value)
     kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     try:
-        rollout = subprocess.run(["kubectl", "-n", service.namespace, "rollout", "status", f"deployment/{POOL_API}",
-                                  "--timeout=120s"], capture_output=True, text=True, timeout=150)
-        assert rollout.returncode == 0, f"{rollout.stderr}\n{diagnostics(service.namespace)}"
+        wait_available(service.namespace, (POOL_API,))
         yield replace(service, url=f"http://127.0.0.1:{port}/api/v1/")
     finally:
         kubectl("-n", service.namespace, "delete", "deployment", POOL_API, "--wait=false", check=False)
