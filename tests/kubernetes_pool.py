@@ -14,7 +14,8 @@ from pathlib import Path
 
 from conftest import free_port
 from kubernetes_deploy import ClusterService, apiserver_port, kubectl, test_image, wait_available
-from pool_workers import PREFECT, REPO, WORKER_QUERY_SECONDS
+from pool_workers import WORKER_QUERY_SECONDS, worker
+from prefect_pfcon.job_secrets import KEY_ENV
 
 POOL = "pfcon-kubernetes"
 POOL_API = "pfcon-pool"
@@ -40,20 +41,10 @@ def set_pool_defaults(service: ClusterService) -> None:
 def kubernetes_worker(service: ClusterService, log_path: Path) -> Iterator[subprocess.Popen]:
     """A `prefect worker` of the kubernetes pool on the host (the cluster from KUBECONFIG),
     with no job secrets key of its own: flow pods get it from the namespace's Secret."""
-    env = {key: value for key, value in os.environ.items() if key != "PFCON_JOB_SECRETS_KEY"}
+    env = {key: value for key, value in os.environ.items() if key != KEY_ENV}
     env.update({"PREFECT_API_URL": service.prefect_api_url, "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS)})
-    with log_path.open("w") as log:
-        process = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--type", "kubernetes"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
+    with worker(POOL, "kubernetes", env, log_path) as process:
+        yield process
 
 
 def _env_value(container: dict, name: str, value: str) -> None:
