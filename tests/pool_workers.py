@@ -36,13 +36,11 @@ def deploy_to_pools(service: Service) -> None:
 
 
 @contextmanager
-def process_worker(service: Service, log_path: Path, secrets_key: str) -> Iterator[subprocess.Popen]:
-    """A `prefect worker` of pfcon-process on the service's Prefect server, opening job env
-    values with ``secrets_key``; its output in ``log_path``. Stopped at the end."""
-    env = {**os.environ, "PREFECT_API_URL": service.prefect_api_url, KEY_ENV: secrets_key,
-           "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS)}
+def worker(pool: str, kind: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """A `prefect worker` of ``pool`` (type ``kind``) with ``env``; its output in ``log_path``.
+    Stopped at the end."""
     with log_path.open("w") as log:
-        process = subprocess.Popen([PREFECT, "worker", "start", "--pool", "pfcon-process", "--type", "process"],
+        process = subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--type", kind],
                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
             yield process
@@ -53,6 +51,16 @@ def process_worker(service: Service, log_path: Path, secrets_key: str) -> Iterat
             except subprocess.TimeoutExpired:  # Prefect's worker may wait on its runs' processes: ours to stop
                 process.kill()
                 process.wait(timeout=30)
+
+
+@contextmanager
+def process_worker(service: Service, log_path: Path, secrets_key: str) -> Iterator[subprocess.Popen]:
+    """A `prefect worker` of pfcon-process on the service's Prefect server, opening job env
+    values with ``secrets_key``; its output in ``log_path``. Stopped at the end."""
+    env = {**os.environ, "PREFECT_API_URL": service.prefect_api_url, KEY_ENV: secrets_key,
+           "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS)}
+    with worker("pfcon-process", "process", env, log_path) as process:
+        yield process
 
 
 def wait_for_status(client, jid: str, status: str, timeout: float) -> list[str]:
