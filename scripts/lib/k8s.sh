@@ -10,6 +10,10 @@ export K8S_DIR="${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/k8s"
 K8S_STARTED_HERE=0
 
 start_k8s() {
+  if ! command -v kubectl >/dev/null; then  # the deployment tests apply deploy/kubernetes with it
+    apt-get install -y -qq kubernetes-client >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq kubernetes-client >/dev/null; }
+  fi
   bash "$K8S_SCRIPTS/build-k8s.sh" >"${PFCON_STATE_DIR:-/var/tmp/prefect-pfcon}/k8s-build.log" 2>&1 \
     || { echo "building Kubernetes failed; see the log" >&2; return 1; }
   if ! (source "$K8S_SCRIPTS/pids.sh" && component_alive kube-apiserver); then
