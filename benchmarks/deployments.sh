@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# lifecycle.py against deploy/compose.yaml (PostgreSQL, Prefect server and prefect-pfcon in
-# containers of the image) beside the embedded default (`prefect-pfcon up`, SQLite), both
-# started here on loopback and measured in the same run: CPU and RSS of each one's processes
-# (the compose API's and its Prefect server's container processes; up and its server child).
+# lifecycle.py against a deployment of the image beside the embedded default (`prefect-pfcon
+# up`, SQLite), both started here on loopback and measured in the same run, with CPU and RSS of
+# each one's processes (the deployment's API and Prefect server containers; up and its child):
+#   compose     deploy/compose.yaml (PostgreSQL, Prefect server and prefect-pfcon containers)
+#   kubernetes  deploy/kubernetes on the test cluster (its loopback overlay, in a new namespace;
+#               KUBECONFIG as the test command exports it)
 #
-#   bash benchmarks/deployments.sh -n 10
-#   bash benchmarks/deployments.sh -n 25
+#   bash benchmarks/deployments.sh compose -n 10
+#   bash benchmarks/deployments.sh kubernetes -n 25
 #
 # Extra arguments go to lifecycle.py. Needs the image (deploy/image/build.sh), docker-compose
 # and the test images (tests/images/build.sh). Everything it starts, it stops.
@@ -31,12 +33,13 @@ KEYS_VOLUME=$PROJECT-keys
 EOF
 chmod 600 "$WORK/compose.env"
 
-wait_health() {  # $1: an API's URL
+wait_health() {  # $1: an API's URL, $2: the log to show if it does not come up
   for _ in $(seq 1 240); do
     curl -fsS -o /dev/null "$1health/" 2>/dev/null && return 0
     sleep 1
   done
   echo "not healthy: $1" >&2
+  tail -n 20 "$2" >&2
   return 1
 }
 
@@ -44,25 +47,47 @@ container_pid() { docker inspect -f "{{.State.Pid}}" "$("${COMPOSE[@]}" ps -q "$
 
 cleanup() {
   [ -n "${EMBEDDED:-}" ] && kill -TERM "$EMBEDDED" 2>/dev/null && wait "$EMBEDDED" 2>/dev/null
+  [ -n "${CLUSTER:-}" ] && kill -TERM "$CLUSTER" 2>/dev/null && wait "$CLUSTER" 2>/dev/null
   "${COMPOSE[@]}" down -v --timeout 30 >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-"${COMPOSE[@]}" up -d >/dev/null 2>&1
+TARGET="$1"; shift
+case "$TARGET" in
+  compose)
+    "${COMPOSE[@]}" up -d >/dev/null 2>&1
+    URL="http://127.0.0.1:$COMPOSE_PORT/api/v1/" USER_NAME=pfcon PASSWORD=pfcon1234
+    STOREBASE="$(docker volume inspect -f '{{.Mountpoint}}' "$PROJECT-storebase")" ;;
+  kubernetes)
+    "$PYTHON" "$REPO/benchmarks/cluster_deployment.py" "$WORK" "$WORK/cluster.json" >"$WORK/cluster.log" 2>&1 &
+    CLUSTER=$!
+    for _ in $(seq 1 300); do [ -s "$WORK/cluster.json" ] && break; sleep 1; done
+    [ -s "$WORK/cluster.json" ] || { tail -20 "$WORK/cluster.log" >&2; exit 1; }
+    field() { "$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/cluster.json" "$1"; }
+    URL="$(field url)" USER_NAME="$(field user)" PASSWORD="$(field password)" STOREBASE="$(field store_base)" ;;
+  *) echo "usage: $0 compose|kubernetes [lifecycle.py options]" >&2; exit 2 ;;
+esac
 PFCON_STATE_DIR="$WORK/embedded" PREFECT_HOME="$WORK/prefect-home" PYTHONPATH="$REPO" \
   "$PYTHON" -m prefect_pfcon.cli up --port "$EMBEDDED_PORT" --prefect-port 34306 \
   --storebase "$WORK/storeBase" >"$WORK/embedded.log" 2>&1 &
 EMBEDDED=$!
-wait_health "http://127.0.0.1:$COMPOSE_PORT/api/v1/"
-wait_health "http://127.0.0.1:$EMBEDDED_PORT/api/v1/"
+wait_health "$URL" "$WORK/cluster.log"
+wait_health "http://127.0.0.1:$EMBEDDED_PORT/api/v1/" "$WORK/embedded.log"
+if [ "$TARGET" = compose ]; then
+  PIDS=(--pid "$(container_pid pfcon)" --prefect-pid "$(container_pid prefect)")
+else
+  PIDS=(--pid "$(field pid)" --prefect-pid "$(field prefect_pid)")
+fi
 sleep 3
 "$PYTHON" "$REPO/benchmarks/lifecycle.py" \
-  --url "http://127.0.0.1:$COMPOSE_PORT/api/v1/" --label compose --owner "$PFCON_UID" \
-  --store-base "$(docker volume inspect -f '{{.Mountpoint}}' "$PROJECT-storebase")" \
-  --pid "$(container_pid pfcon)" --prefect-pid "$(container_pid prefect)" \
+  --url "$URL" --label "$TARGET" --owner "$PFCON_UID" --user "$USER_NAME" --password "$PASSWORD" \
+  --store-base "$STOREBASE" "${PIDS[@]}" \
   --compare-url "http://127.0.0.1:$EMBEDDED_PORT/api/v1/" --compare-label embedded \
+  --compare-user pfcon --compare-password pfcon1234 \
   --compare-store-base "$WORK/storeBase" --compare-pid "$EMBEDDED" "$@"
-echo
-echo "compose containers at the end (PostgreSQL included):"
-docker stats --no-stream --format '  {{.Name}}: {{.MemUsage}}, CPU {{.CPUPerc}}' $("${COMPOSE[@]}" ps -q)
+if [ "$TARGET" = compose ]; then
+  echo
+  echo "compose containers at the end (PostgreSQL included):"
+  docker stats --no-stream --format '  {{.Name}}: {{.MemUsage}}, CPU {{.CPUPerc}}' $("${COMPOSE[@]}" ps -q)
+fi

@@ -168,7 +168,10 @@ class Session:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{collection} {jid} still {compute['status']}")
             time.sleep(poll)
-            compute = self.request("GET", f"{collection}/{jid}/", "get").json()["compute"]
+            response = self.request("GET", f"{collection}/{jid}/", "get")
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {collection}/{jid}/: {response.status_code} {response.text[:300]}")
+            compute = response.json()["compute"]
         if compute["status"] != "finishedSuccessfully":
             raise RuntimeError(f"{collection} {jid}: {compute}")
         return compute
@@ -386,6 +389,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--store-base", type=Path, required=True, help="the server's storeBase, as seen here")
     parser.add_argument("--owner", type=int, help="uid the server writes the storeBase as (a container's user)")
     parser.add_argument("--compare-owner", type=int)
+    parser.add_argument("--compare-user", help="the compared server's user (default: --user)")
+    parser.add_argument("--compare-password", help="its password (default: --password)")
     parser.add_argument("--user", default="pfcon")
     parser.add_argument("--password", default="pfcon1234")
     parser.add_argument("-n", "--jobs", type=int, default=10)
@@ -417,7 +422,8 @@ def main() -> None:
     theirs = theirs_target = None
     if args.compare_url:
         store = args.compare_store_base or args.store_base
-        theirs_target = Target(args.compare_url, store, args.user, args.password, args.compare_owner)
+        theirs_target = Target(args.compare_url, store, args.compare_user or args.user,
+                               args.compare_password or args.password, args.compare_owner)
         theirs = measure(theirs_target, args,
                          Probe(args.compare_pid, args.compare_prefect_pid, args.compare_prefect_log))
     print_table(f"{args.label} ({args.url}, {backend(ours_target)})" + (" — ratios ours/theirs" if theirs else ""),

@@ -129,3 +129,17 @@ def test_a_job_not_ours_is_left_alone(kubernetes: KubernetesCompute, store: Path
     assert kubernetes.wait(ours.name) == 0
     assert kubernetes.remove_own(ours.name, ours.name) is True
     assert kubernetes.state(ours.name) is None
+
+
+def test_a_silent_plugin_has_empty_logs(kubernetes: KubernetesCompute, store: Path):
+    """A plugin that prints nothing: every status poll meanwhile (logs included, as CUBE's)
+    reads an empty log, while it runs and after."""
+    job = container_job(store, "sleep 4")
+    kubernetes.submit(job)
+    seen = set()
+    while (state := kubernetes.state(job.name)).status != JobStatus.FINISHED_SUCCESSFULLY:
+        seen.add((state.status, kubernetes.logs(job.name)))
+        time.sleep(0.1)
+    assert kubernetes.logs(job.name) == ""
+    assert {logs for _, logs in seen} == {""} and JobStatus.STARTED in {status for status, _ in seen}
+    kubernetes.remove(job.name)

@@ -296,9 +296,9 @@ class KubernetesCompute(ComputeBlock):
     def logs(self, name: str) -> str:
         text = []
         for pod in self._pods(name):
-            try:
+            try:  # no body (seen under concurrent polls) comes back as None: no output yet
                 text.append(self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace,
-                                                              tail_lines=self.logs_tail))
+                                                              tail_lines=self.logs_tail) or "")
             except ApiException:
                 continue
             for status in pod.status.container_statuses or []:
