@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Service, _start_service, _stop, raw, wait_status
 from fixtures_tree import make_fslink_fixture
-from test_faults import PrefectServer
+from test_faults import PrefectServer, running_prefect_server
 from test_fslink_lifecycle import copied_job, delete_and_forget, plugin_descriptors, sh_plugin
 from test_legacy_api import legacy, refused
 
@@ -121,13 +121,8 @@ def test_lifecycles_move_the_counters_exactly(fslink_service: Service):
 
 @pytest.fixture(scope="module")
 def prefect_server(session_tmp: Path) -> Iterator[PrefectServer]:
-    home = session_tmp / f"prefect-metrics-{uuid.uuid4().hex[:8]}"
-    home.mkdir()
-    server = PrefectServer(home)
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.stop()
+    with running_prefect_server(session_tmp / f"prefect-metrics-{uuid.uuid4().hex[:8]}") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from prefect_pfcon.api.forms import (
     parse_form,
 )
 from prefect_pfcon.api.limits import TOO_LARGE, BodySizeLimit
-from prefect_pfcon.api.metrics import add_metrics
 from prefect_pfcon.api.login_limit import LoginThrottle
+from prefect_pfcon.api.metrics import add_metrics
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.service.jobs import NOT_FOUND_TEXT, Answer, JobService, error
 from prefect_pfcon.service.metrics import ServiceMetrics

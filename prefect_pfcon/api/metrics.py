@@ -11,16 +11,17 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prefect_pfcon.api.auth import Authenticator
-from prefect_pfcon.service.metrics import UNMATCHED, ServiceMetrics
+from prefect_pfcon.service.metrics import ServiceMetrics
 
 METRICS_PATH = "/metrics"
+UNMATCHED = "unmatched"  # the route label of a request no route matches
 
 
 def route_template(scope: Scope) -> str:
     """The path template of the route that answered a request (``/api/v1/pluginjobs/{jid}/``;
     for a 405, the route matching all but the method), else ``unmatched``. The router names it
     in ``scope["route"]``; a request answered before routing (a 413 for its declared length)
-    is matched here against the app's own routes."""
+    is matched here against the app's top-level routes (the legacy router's are not)."""
     route = scope.get("route")
     if route is None:
         route = next((candidate for candidate in scope["app"].router.routes

@@ -26,7 +26,6 @@ from prefect_pfcon.service.prefect_calls import RunRefused
 STEP_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"  # the route label of a request no route matches
 
 
 def prefect_error_kind(exc: BaseException) -> str:
@@ -46,8 +45,8 @@ def prefect_error_kind(exc: BaseException) -> str:
 class _StepLoad(Collector):
     """The gauges of steps waiting and running now, read at scrape time."""
 
-    def __init__(self, running: Callable[[], Iterable[tuple[StepRequest, bool]]]) -> None:
-        self._steps = running
+    def __init__(self, steps: Callable[[], Iterable[tuple[StepRequest, bool]]]) -> None:
+        self._steps = steps  # each unfinished step, and whether it is on a step thread
 
     def collect(self) -> Iterator[Metric]:
         waiting = GaugeMetricFamily("pfcon_steps_waiting", "Job steps accepted and not yet running on a step "
