@@ -117,6 +117,7 @@ class ServiceSettings(Section):
     runner_concurrency: int = Field(16, validation_alias="PFCON_RUNNER_CONCURRENCY")
     runner_poll_seconds: float = Field(60.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
     job_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0, validation_alias="PFCON_JOB_IDLE_SECONDS")
+    metrics_token_required: bool = Field(False, validation_alias="PFCON_METRICS_TOKEN_REQUIRED")
 
     @model_validator(mode="after")
     def _production_check(self) -> ServiceSettings:

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,15 +60,23 @@ class PrefectServer:
             assert probe.connect_ex(("127.0.0.1", self.port)) != 0
 
 
-@pytest.fixture
-def prefect_server(session_tmp: Path) -> Iterator[PrefectServer]:
-    home = session_tmp / f"prefect-faults-{os.getpid()}-{time.monotonic_ns()}"
+@contextmanager
+def running_prefect_server(home: Path) -> Iterator[PrefectServer]:
+    """A Prefect server in the new folder ``home``, stopped at the end unless it is already."""
     home.mkdir()
     server = PrefectServer(home)
     server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.stop()
+    try:
+        yield server
+    finally:
+        if server.process and server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture
+def prefect_server(session_tmp: Path) -> Iterator[PrefectServer]:
+    with running_prefect_server(session_tmp / f"prefect-faults-{os.getpid()}-{time.monotonic_ns()}") as server:
+        yield server
 
 
 def start(session_tmp: Path, name: str, env: dict[str, str], port: int | None = None, prefect_port: int = 0) -> Service:

@@ -32,8 +32,10 @@ from prefect_pfcon.api.forms import (
 )
 from prefect_pfcon.api.limits import TOO_LARGE, BodySizeLimit
 from prefect_pfcon.api.login_limit import LoginThrottle
+from prefect_pfcon.api.metrics import add_metrics
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.service.jobs import NOT_FOUND_TEXT, Answer, JobService, error
+from prefect_pfcon.service.metrics import ServiceMetrics
 from prefect_pfcon.service.prefect_calls import ParametersTooLarge, RunRefused
 from prefect_pfcon.service.wiring import running_service
 from prefect_pfcon.settings import PfconSettings
@@ -82,10 +84,11 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
     service = settings.service
     auth = Authenticator(service.user, service.password, service.resolved_secret_key())
     throttle = LoginThrottle(service.login_max_failures, service.login_window_seconds)
+    metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings, deployment_flows) as jobs:
+        async with running_service(settings, metrics, deployment_flows) as jobs:
             app.state.jobs = jobs
             yield
 
@@ -96,7 +99,8 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
         max_form_bytes=MAX_FORM_BODY_BYTES,
         max_upload_bytes=service.max_upload_mb * 1024 * 1024,
     )
-    _add_error_handlers(app)
+    add_metrics(app, metrics, auth, service.metrics_token_required)  # after BodySizeLimit: counts its 413s
+    _add_error_handlers(app, metrics)
     _add_public_routes(app, auth, throttle)
     for step in JobStep:
         _add_step_routes(app, step, auth)
@@ -220,7 +224,7 @@ def _attachment(response: Response, filename: str) -> Response:
     return response
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
@@ -239,10 +243,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RunRefused)
     async def run_refused(request: Request, exc: RunRefused) -> Response:
+        metrics.prefect_error("api", exc)
         return answer(error(400, str(exc)))
 
     @app.exception_handler(httpx.HTTPError)
     async def prefect_unavailable(request: Request, exc: httpx.HTTPError) -> Response:
+        metrics.prefect_error("api", exc)
         if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
             return answer(error(500, "Internal Server Error"))
         return answer(error(503, PREFECT_UNAVAILABLE))
@@ -253,6 +259,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TimeoutError)
     async def prefect_too_slow(request: Request, exc: TimeoutError) -> Response:
+        metrics.prefect_error("api", exc)
         return answer(error(503, PREFECT_UNAVAILABLE))
 
     @app.exception_handler(Exception)

@@ -55,8 +55,8 @@ class StepChannel(ABC):
     def removed(self, request: StepRequest) -> bool:
         """Whether a client DELETE removed the step (called from the step's thread)."""
 
-    async def run_in_thread(self, work: Callable[[], T]) -> T:
-        """Run a step's blocking ``work`` off the event loop, in the caller's Prefect context."""
+    async def run_in_thread(self, request: StepRequest, work: Callable[[], T]) -> T:
+        """Run the blocking ``work`` of ``request`` off the event loop, in the caller's Prefect context."""
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(None, context.run, work)
 

@@ -104,7 +104,7 @@ async def run_step(channel: StepChannel, request: StepRequest, storage_block: st
 
     channel.started(request, Running())
     try:
-        state = await channel.run_in_thread(execute)
+        state = await channel.run_in_thread(request, execute)
     except Exception as exc:
         state = Failed(message=f"{type(exc).__name__}: {exc}")
     channel.ended(request, state)

@@ -126,6 +126,10 @@ class JobBook:
             jids = [jid for (jid,) in self._db.execute("SELECT jid FROM jobs WHERE open = 1")]
             return {jid: (self._entry(jid).flow_run_id, self.unfinished(jid)) for jid in jids}
 
+    def unfinished_steps(self) -> list[StepRequest]:
+        """The steps still to run (or running) of every job whose flow run had not ended."""
+        return [request for _, requests in self.open_jobs().values() for request in requests]
+
     def unfinished(self, jid: str) -> list[StepRequest]:
         """The steps of ``jid`` still to run, oldest first."""
         with self._lock:

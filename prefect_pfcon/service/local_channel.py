@@ -14,6 +14,7 @@ from prefect_pfcon.flows.channels import JobEnd, StepChannel
 from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.log_tails import LogTails
+from prefect_pfcon.service.metrics import ServiceMetrics
 
 T = TypeVar("T")
 
@@ -22,12 +23,14 @@ class LocalChannel(StepChannel):
     """The steps of one job, put here by the runner as clients post them; their progress is
     written to the job book (and their log lines kept) as they run."""
 
-    def __init__(self, book: JobBook, tails: LogTails, jid: str, executor: Executor, slots: asyncio.Semaphore) -> None:
+    def __init__(self, book: JobBook, tails: LogTails, jid: str, executor: Executor, slots: asyncio.Semaphore,
+                 metrics: ServiceMetrics) -> None:
         self._book = book
         self._tails = tails
         self._jid = jid
         self._executor = executor
         self._slots = slots
+        self._metrics = metrics
         self._queue: asyncio.Queue[StepRequest | None] = asyncio.Queue()
         self.accepting = True
 
@@ -69,13 +72,16 @@ class LocalChannel(StepChannel):
         self._book.enter(request, state)
 
     def ended(self, request: StepRequest, state: State) -> None:
+        self._metrics.step_finished(request, state.type.value)  # counted before a status answer can show it
         self._book.enter(request, state, logs=self._tails.finish(request.key))
 
     def removed(self, request: StepRequest) -> bool:
         return self._book.is_removed(request.key)
 
-    async def run_in_thread(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on one of the runner's step threads, at most as many at once as it has."""
+    async def run_in_thread(self, request: StepRequest, work: Callable[[], T]) -> T:
+        """Run ``work`` on one of the runner's step threads, at most as many at once as it has
+        (the step counts as running, in the metrics, while it has one)."""
         context = contextvars.copy_context()
         async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, work)
+            with self._metrics.step_running(request):
+                return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, work)

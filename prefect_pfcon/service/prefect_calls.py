@@ -59,9 +59,14 @@ def retryable(exc: Exception) -> bool:
     return isinstance(exc, httpx.TransportError)
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], deadline_seconds: float | None = None) -> T:
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    deadline_seconds: float | None = None,
+    retried: Callable[[Exception], None] | None = None,
+) -> T:
     """``call()``, retried from 20 ms on while Prefect is lost or busy (within the deadline:
-    ``TimeoutError``); a 4xx refusal raises ``RunRefused``."""
+    ``TimeoutError``), telling ``retried`` of each error it retries; a 4xx refusal raises
+    ``RunRefused``."""
     delay = FIRST_RETRY_SECONDS
     with anyio.fail_after(deadline_seconds):
         while True:
@@ -73,7 +78,10 @@ async def with_retries(call: Callable[[], Awaitable[T]], deadline_seconds: float
                     raise refused from exc
                 if not retryable(exc):
                     raise
-            except httpx.TransportError:
-                pass
+                if retried is not None:
+                    retried(exc)
+            except httpx.TransportError as exc:
+                if retried is not None:
+                    retried(exc)
             await anyio.sleep(random.uniform(delay / 2, delay))
             delay = min(2 * delay, LAST_RETRY_SECONDS)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import TypeVar
 from uuid import UUID
 
@@ -48,6 +49,7 @@ from prefect_pfcon.flows.step_inputs import (
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.names import JOB_FLOW_NAME, job_run_name, job_tags
 from prefect_pfcon.service.log_tails import log_line
+from prefect_pfcon.service.metrics import ServiceMetrics
 from prefect_pfcon.service.prefect_calls import with_retries
 from prefect_pfcon.service.store import JobStore
 from prefect_pfcon.settings import PfconSettings
@@ -111,9 +113,10 @@ def attempt_in(request: StepRequest, inputs: JobInputs, run: FlowRun) -> StepAtt
 class PrefectJobStore(JobStore):
     """Steps given to the flow runs of the job deployment of a work pool, read back from Prefect."""
 
-    def __init__(self, client: PrefectClient, settings: PfconSettings) -> None:
+    def __init__(self, client: PrefectClient, settings: PfconSettings, metrics: ServiceMetrics) -> None:
         self._client = client
         self._settings = settings
+        self._metrics = metrics
         self._deployment: DeploymentResponse | None = None
         self._views: dict[str, tuple[float, JobView]] = {}
 
@@ -285,7 +288,8 @@ class PrefectJobStore(JobStore):
     # ----- bounds ------------------------------------------------------------------------
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await with_retries(call, self._settings.service.prefect_deadline_seconds)
+        return await with_retries(call, self._settings.service.prefect_deadline_seconds,
+                                  partial(self._metrics.prefect_error, "store"))
 
     async def _changing(self, jid: str, change: Callable[[], Awaitable[T]]) -> T:
         """A change of the job, after which its view is read again."""

@@ -14,13 +14,15 @@ import asyncio
 import contextvars
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import FlowRunCreate
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import SyncClientContext
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_engine import run_flow_async
@@ -33,9 +35,11 @@ from prefect_pfcon.names import job_run_name, job_tags
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.local_channel import LocalChannel
 from prefect_pfcon.service.log_tails import LogTails
+from prefect_pfcon.service.metrics import ServiceMetrics
 from prefect_pfcon.service.prefect_calls import RunRefused, with_retries
 
 logger = logging.getLogger("prefect_pfcon.runner")
+T = TypeVar("T")
 
 RESTARTED_MESSAGE = "Rescheduled after a restart of prefect-pfcon"
 SERVED_JOB_FLOW = job_flow.with_options()
@@ -50,11 +54,13 @@ class JobRunner:
         book: JobBook,
         tails: LogTails,
         flow_parameters: dict[str, Any],
+        metrics: ServiceMetrics,
         concurrency: int = 16,
     ) -> None:
         self._book = book
         self._tails = tails
         self._flow_parameters = flow_parameters
+        self._metrics = metrics
         self._concurrency = concurrency
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="pfcon-step",
                                             initializer=self._keep_thread_client)
@@ -120,7 +126,7 @@ class JobRunner:
 
     def _open(self, jid: str, flow_run_id: UUID | None) -> LocalChannel:
         assert self._slots is not None, "start() first"
-        channel = LocalChannel(self._book, self._tails, jid, self._executor, self._slots)
+        channel = LocalChannel(self._book, self._tails, jid, self._executor, self._slots, self._metrics)
         self._channels[jid] = channel
         self._book.job_opened(jid)
         run = self._loop.create_task(self._run_job(jid, channel, flow_run_id), context=contextvars.Context())
@@ -139,8 +145,9 @@ class JobRunner:
             run = await self._flow_run(jid, flow_run_id)
         except RunRefused as exc:
             logger.warning("Prefect refused the flow run of job %s: %s", jid, exc)
+            self._metrics.prefect_error("runner", exc)
             for request in channel.close():
-                self._book.enter(request, Failed(message=str(exc)))
+                self._entered_final(request, Failed(message=str(exc)))
             self._closed(jid, channel, [])
             return
         self._book.job_started(jid, run.id)
@@ -154,8 +161,13 @@ class JobRunner:
         left = channel.close()
         for request in self._book.unfinished(jid):  # a step cut short by a broken flow run
             if request.key not in {queued.key for queued in left}:
-                self._book.enter(request, Crashed(message="Its job's flow run ended before it did"))
+                self._entered_final(request, Crashed(message="Its job's flow run ended before it did"))
         self._closed(jid, channel, left)
+
+    def _entered_final(self, request: StepRequest, state: State) -> None:
+        """A step that did not end in its flow run ended here, in ``state``."""
+        self._metrics.step_finished(request, state.type.value)
+        self._book.enter(request, state)
 
     def _closed(self, jid: str, channel: LocalChannel, left: list[StepRequest]) -> None:
         """The job's flow run is over; steps posted meanwhile (``left``) go to a new one."""
@@ -170,14 +182,18 @@ class JobRunner:
         Prefect's engine as it was stopped), rescheduled, else a new one."""
         if flow_run_id is not None:
             try:
-                run = await with_retries(lambda: self.client.read_flow_run(flow_run_id))
+                run = await self._with_retries(lambda: self.client.read_flow_run(flow_run_id))
             except ObjectNotFound:
                 run = None
             if run is not None and run.state is not None and (not run.state.is_final() or run.state.is_crashed()):
                 for state in (Scheduled(message=RESTARTED_MESSAGE), Pending()):
-                    await with_retries(lambda: self.client.set_flow_run_state(run.id, state, force=True))
-                return await with_retries(lambda: self.client.read_flow_run(run.id))
-        return await with_retries(lambda: self._create_flow_run(jid))
+                    await self._with_retries(lambda: self.client.set_flow_run_state(run.id, state, force=True))
+                return await self._with_retries(lambda: self.client.read_flow_run(run.id))
+        return await self._with_retries(lambda: self._create_flow_run(jid))
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``with_retries``, each error it retries counted in the metrics."""
+        return await with_retries(call, retried=partial(self._metrics.prefect_error, "runner"))
 
     async def _create_flow_run(self, jid: str) -> FlowRun:
         """A new flow run of the job, Pending for this runner (the flow's id is looked up once,

@@ -23,6 +23,7 @@ from prefect_pfcon.service.jobs import JobService
 from prefect_pfcon.service.local_store import LocalJobStore
 from prefect_pfcon.service.log_tails import LogTails
 from prefect_pfcon.service.loops import LoopService
+from prefect_pfcon.service.metrics import ServiceMetrics
 from prefect_pfcon.service.runner import JobRunner
 from prefect_pfcon.settings import PfconSettings
 
@@ -31,9 +32,10 @@ logger = logging.getLogger("prefect_pfcon")
 
 @asynccontextmanager
 async def running_service(
-    settings: PfconSettings, deployment_flows: dict[UUID, Flow] | None = None
+    settings: PfconSettings, metrics: ServiceMetrics, deployment_flows: dict[UUID, Flow] | None = None
 ) -> AsyncIterator[JobService]:
-    """The job service the settings describe, with its loops running, until the block ends.
+    """The job service the settings describe, with its loops running, until the block ends;
+    its steps and Prefect errors counted in ``metrics``.
 
     The embedded default (``PFCON_DEPLOYMENT=pfcon``) runs its jobs' flow runs here and
     keeps their steps in the state dir's job book; ``deployment_flows`` are the deployments
@@ -48,7 +50,7 @@ async def running_service(
         if service.deployment_name != DEPLOYMENT_NAME:
             from prefect_pfcon.service.prefect_store import PrefectJobStore
 
-            store = PrefectJobStore(client, settings)
+            store = PrefectJobStore(client, settings, metrics)
         else:
             book = JobBook(service.state_dir / "jobs.db")
             stack.callback(book.close)
@@ -58,7 +60,8 @@ async def running_service(
             runner = JobRunner(book, tails, {"storage_block": settings.storage.block_name,
                                                      "compute_block": settings.compute.block_name,
                                                      "idle_seconds": service.job_idle_seconds},
-                               service.runner_concurrency)
+                               metrics, service.runner_concurrency)
+            metrics.watch_steps(book.unfinished_steps)
             stack.push_async_callback(runner.stop)
             store = LocalJobStore(book, runner, tails)
             if recovered := await asyncio.to_thread(runner.start):
