@@ -14,7 +14,7 @@ source "$PFCON_LIB/image.sh"
 trap 'stop_podman; stop_k8s; stop_postgres; stop_slurm; stop_swift; stop_dockerd' EXIT
 prepare_machine
 ensure_browser_installed
-ensure_image
+ensure_deploy_images
 start_swift
 start_slurm
 start_postgres

@@ -28,17 +28,17 @@ project_dependencies() {
 }
 
 # pip install into $2 (a site-packages folder of the image) what the rest of the arguments name;
-# byte-compiled for the image's paths, console scripts moved to $1/usr/local/bin for its python3.
+# byte-compiled for the image's paths, console scripts moved to $1 for the image's python3.
 install_into_root() {
-  local root="$1" target="$2"; shift 2
+  local scripts="$1" target="$2"; shift 2
   # (this machine's pip configuration may name local indexes that are absent: not news)
   "$PYTHON" -m pip install -q --disable-pip-version-check --no-compile --target "$target" "$@" \
     2> >(grep -v "^WARNING: Location 'file:" >&2)
   if [ -d "$target/bin" ]; then
-    mkdir -p "$root/usr/local/bin"
+    mkdir -p "$scripts"
     for script in "$target"/bin/*; do
-      sed '1s|^#!.*|#!/usr/bin/python3|' "$script" >"$root/usr/local/bin/$(basename "$script")"
-      chmod 0755 "$root/usr/local/bin/$(basename "$script")"
+      sed '1s|^#!.*|#!/usr/bin/python3|' "$script" >"$scripts/$(basename "$script")"
+      chmod 0755 "$scripts/$(basename "$script")"
     done
     rm -rf "$target/bin"
   fi
@@ -53,7 +53,7 @@ build_base() {  # $1: the base image's name
   # pip evaluates dependency markers for this machine's Python, not the image's 3.11.2: name
   # what only a Python before 3.11.3 needs (redis, a Prefect server dependency: async-timeout)
   echo "async-timeout>=4.0.3" >>"$work/requirements.txt"
-  install_into_root "$root" "$root$SITE" -r "$work/requirements.txt"
+  install_into_root "$root/usr/local/bin" "$root$SITE" -r "$work/requirements.txt"
   echo "pfcon:x:$PFCON_UID:$PFCON_UID:prefect-pfcon:/var/lib/prefect-pfcon:/usr/sbin/nologin" >>"$root/etc/passwd"
   echo "pfcon:x:$PFCON_UID:" >>"$root/etc/group"
   install -d -m 0700 -o "$PFCON_UID" -g "$PFCON_UID" "$root/var/lib/prefect-pfcon"
@@ -66,9 +66,7 @@ build_base() {  # $1: the base image's name
 
 build_project() {  # $1: the base image, $2: the project image
   local context; context="$(mktemp -d)"
-  install_into_root "$context" "$context/site" --no-deps "$REPO"
-  mkdir -p "$context/bin"
-  mv "$context/usr/local/bin/"* "$context/bin/"
+  install_into_root "$context/bin" "$context/site" --no-deps "$REPO"
   install -m 0755 "$HERE/docker-entrypoint" "$HERE/pfcon-docker-pool" "$context/bin/"
   cp "$REPO/prefect.yaml" "$context/prefect.yaml"
   cp -r "$REPO/workpools" "$context/workpools"

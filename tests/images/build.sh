@@ -3,13 +3,10 @@
 #   local/busybox:test                    static busybox
 #   local/pl-simpledsapp:test             Debian's python3.11 + busybox + simpledsapp.py,
 #     also tagged fnndsc/pl-simpledsapp   (the name pfconclient's own tests use)
-#   local/postgres:test                   Debian's PostgreSQL 15 started like the official image,
-#     also tagged postgres:15             (the name deploy/ files use)
 # An image that exists is kept unless --force is given.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FORCE="${1:-}"
-source "$HERE/../../deploy/image/debian_root.sh"
 
 have_image() { [ "$FORCE" != "--force" ] && docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -67,22 +64,5 @@ build_simpledsapp() {
   docker tag local/pl-simpledsapp:test fnndsc/pl-simpledsapp:latest
 }
 
-build_postgres() {
-  if ! have_image local/postgres:test; then
-    local root; root="$(mktemp -d)"
-    tar -C "$root" -xf "$(debian_root_tar postgresql-15)"
-    install -m 0755 "$HERE/postgres-entrypoint" "$root/usr/local/bin/docker-entrypoint"
-    install -d -m 0700 -o "$(chroot "$root" id -u postgres)" -g "$(chroot "$root" id -g postgres)" \
-      "$root/var/lib/postgresql/data" "$root/run/postgresql"
-    tar -C "$root" -c . | docker import --change 'USER postgres' \
-      --change 'ENV PGDATA=/var/lib/postgresql/data PATH=/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin' \
-      --change 'ENTRYPOINT ["docker-entrypoint"]' --change 'CMD ["postgres"]' - local/postgres:test >/dev/null
-    rm -rf "$root"
-    echo "built local/postgres:test"
-  fi
-  docker tag local/postgres:test postgres:15
-}
-
 build_busybox
 build_simpledsapp
-build_postgres
