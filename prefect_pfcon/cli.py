@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from prefect_pfcon.ops_cli import add_jobs_command, jobs
 from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 from prefect_pfcon.state_dir import private_dir
 
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="JWT secret (SECRET_KEY; default: generated once and kept in the state dir)")
     up.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
                     help="port of the local Prefect server when one is started (default 4200)")
+    add_jobs_command(commands)
     return parser
 
 
@@ -65,6 +67,10 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
         return None
     ui_url = f"http://127.0.0.1:{prefect_port}"
     os.environ["PREFECT_API_URL"] = f"{ui_url}/api"
+    # finished jobs are kept PFCON_HISTORY_DAYS: Prefect's vacuum deletes older flow runs
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", "events,flow_runs")
+    os.environ.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD",
+                          str(int(settings.service.history_days * 86400)))
     auth_string = settings.service.resolved_prefect_auth_string()
     os.environ["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     os.environ["PREFECT_API_AUTH_STRING"] = auth_string
@@ -139,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "up":
         up(args)
+    elif args.command == "jobs":
+        jobs(args)
 
 
 if __name__ == "__main__":

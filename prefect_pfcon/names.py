@@ -6,7 +6,7 @@ task run ``<step>-<jid>`` of it. Both carry tags operators filter on in the Pref
 
 from __future__ import annotations
 
-from prefect_pfcon.models import JobStep
+from prefect_pfcon.models import JobStep, PluginJob
 
 JOB_FLOW_NAME = "pfcon-job"
 REPROCESS_FLOW_NAME = "pfcon-reprocess"
@@ -39,11 +39,48 @@ def job_tags(jid: str) -> list[str]:
     return [f"jid:{jid}", SERVICE_TAG]
 
 
-def step_tags(step: JobStep, jid: str, image: str | None = None, container_env: str | None = None) -> list[str]:
-    """Tags of a step's task run; a plugin's also name its image and compute backend."""
+RESOURCE_UNITS = {"cpu": "m", "memory": "Mi", "gpu": ""}
+"""The requested resources a plugin's task run is tagged with, and their units (``cpu:1000m``)."""
+
+
+def step_tags(
+    step: JobStep,
+    jid: str,
+    image: str | None = None,
+    container_env: str | None = None,
+    auid: str | None = None,
+    resources: dict[str, int] | None = None,
+) -> list[str]:
+    """Tags of a step's task run; a plugin's also name its image, compute backend, user and the
+    resources it asked for (``RESOURCE_UNITS``)."""
     tags = [f"jid:{jid}", f"step:{step.value}", SERVICE_TAG]
     if image is not None:
         tags.append(f"image:{image}")
     if container_env is not None:
         tags.append(f"compute:{container_env}")
+    if auid:
+        tags.append(f"auid:{auid}")
+    for name, amount in (resources or {}).items():
+        tags.append(f"{name}:{amount}{RESOURCE_UNITS[name]}")
     return tags
+
+
+def plugin_tags(job: PluginJob, container_env: str) -> list[str]:
+    """Tags of a plugin step's task run."""
+    return step_tags(JobStep.PLUGIN, job.jid, image=job.image, container_env=container_env, auid=job.auid,
+                     resources={"cpu": job.cpu_limit, "memory": job.memory_limit, "gpu": job.gpu_limit})
+
+
+def tag_values(tags: list[str], name: str) -> list[str]:
+    """The values of the ``<name>:<value>`` tags."""
+    prefix = f"{name}:"
+    return [tag.removeprefix(prefix) for tag in tags if tag.startswith(prefix)]
+
+
+def tagged_amount(tags: list[str], name: str) -> int | None:
+    """The amount of resource ``name`` (``RESOURCE_UNITS``) the tags record, if any."""
+    for value in tag_values(tags, name):
+        amount = value.removesuffix(RESOURCE_UNITS[name])
+        if amount.isdigit():
+            return int(amount)
+    return None

@@ -118,7 +118,7 @@ class ServiceSettings(Section):
     runner_poll_seconds: float = Field(60.0, validation_alias="PFCON_RUNNER_POLL_SECONDS")
     job_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0, validation_alias="PFCON_JOB_IDLE_SECONDS")
     metrics_token_required: bool = Field(False, validation_alias="PFCON_METRICS_TOKEN_REQUIRED")
-    history_days: float = Field(30.0, ge=1 / 24, validation_alias="PFCON_HISTORY_DAYS")
+    history_days: float = Field(30.0, gt=1 / 24, validation_alias="PFCON_HISTORY_DAYS")
 
     @model_validator(mode="after")
     def _production_check(self) -> ServiceSettings:

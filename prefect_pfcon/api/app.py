@@ -33,6 +33,7 @@ from prefect_pfcon.api.forms import (
 from prefect_pfcon.api.limits import TOO_LARGE, BodySizeLimit
 from prefect_pfcon.api.login_limit import LoginThrottle
 from prefect_pfcon.api.metrics import add_metrics
+from prefect_pfcon.api.ops_jobs import ops_jobs_router
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.service.jobs import NOT_FOUND_TEXT, Answer, JobService, error
 from prefect_pfcon.service.metrics import ServiceMetrics
@@ -88,8 +89,9 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings, metrics, deployment_flows) as jobs:
-            app.state.jobs = jobs
+        async with running_service(settings, metrics, deployment_flows) as services:
+            app.state.jobs = services.jobs
+            app.state.history = services.history
             yield
 
     app = FastAPI(title="prefect-pfcon", version=server_version(), lifespan=lifespan)
@@ -108,6 +110,7 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
     from prefect_pfcon.api.legacy import legacy_router  # it builds on this module
 
     app.include_router(legacy_router(auth, service.legacy_wait_seconds))
+    app.include_router(ops_jobs_router(auth))
     return app
 
 

@@ -26,7 +26,14 @@ from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
 from prefect_pfcon.job_secrets import seal
 from prefect_pfcon.models import ChrisJob, CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
-from prefect_pfcon.names import DEFAULT_COMPUTE_BLOCK, DEFAULT_STORAGE_BLOCK, JOB_FLOW_NAME, job_run_name, step_tags
+from prefect_pfcon.names import (
+    DEFAULT_COMPUTE_BLOCK,
+    DEFAULT_STORAGE_BLOCK,
+    JOB_FLOW_NAME,
+    job_run_name,
+    plugin_tags,
+    step_tags,
+)
 from prefect_pfcon.tasks.steps import STEP_TASKS
 
 IDLE_SECONDS = 7 * 24 * 3600.0
@@ -125,9 +132,9 @@ def step_parameters(
     return parameters
 
 
-def _request(step: JobStep, job: Any, **tag_options: str) -> StepRequest:
+def _request(step: JobStep, job: Any, tags: list[str] | None = None) -> StepRequest:
     return StepRequest(step=step, jid=job.jid, parameters={"job": job.model_dump(mode="json")},
-                       tags=step_tags(step, job.jid, **tag_options))
+                       tags=tags or step_tags(step, job.jid))
 
 
 async def _whole_job(job: ChrisJob, storage_block: str, compute_block: str, cleanup: bool) -> dict[str, Any]:
@@ -140,8 +147,7 @@ async def _whole_job(job: ChrisJob, storage_block: str, compute_block: str, clea
     steps = []
     if storage.requires_copy_job:
         steps.append(_request(JobStep.COPY, CopyJob(jid=jid, input_dirs=job.input_dirs, output_dir=job.output_dir)))
-    steps.append(_request(JobStep.PLUGIN, seal(plugin_job), image=job.plugin.image,
-                          container_env=compute.container_env))
+    steps.append(_request(JobStep.PLUGIN, seal(plugin_job), plugin_tags(plugin_job, compute.container_env)))
     if storage.requires_upload_job:
         steps.append(_request(JobStep.UPLOAD, UploadJob(jid=jid, job_output_path=job.output_dir)))
     await _run_all(steps, storage_block, compute_block)

@@ -17,7 +17,7 @@ from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.job_secrets import SealError, mask, masked_values, seal, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStatus, JobStep, PluginJob, UploadJob
-from prefect_pfcon.names import step_tags
+from prefect_pfcon.names import plugin_tags, step_tags
 from prefect_pfcon.service.prefect_calls import check_parameter_size
 from prefect_pfcon.service.status import (
     compute_object,
@@ -121,9 +121,9 @@ class JobService:
     ) -> dict[str, str]:
         """Accept a new attempt of the step following ``newest``, the newest one the request
         saw: requests that saw the same one (simultaneous repeats) make one attempt."""
-        plugin_tags = {"image": image, "container_env": self.compute.container_env} if step is JobStep.PLUGIN else {}
-        request = StepRequest(step=step, jid=job.jid, parameters=self._parameters(job),
-                              tags=step_tags(step, job.jid, **plugin_tags))
+        tags = (plugin_tags(job, self.compute.container_env) if step is JobStep.PLUGIN
+                else step_tags(step, job.jid))
+        request = StepRequest(step=step, jid=job.jid, parameters=self._parameters(job), tags=tags)
         await self.store.accept(request, newest.id if newest is not None else None)
         return compute_object(job.jid, image, cmd, JobStatus.NOT_STARTED, "created", ZERO_TIME, "")
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from uuid import UUID
 
 from anyio import to_thread
@@ -18,6 +19,7 @@ from prefect_pfcon.names import DEPLOYMENT_NAME
 from prefect_pfcon.service.block_edits import BlockEdits
 from prefect_pfcon.service.deployment_runs import DeploymentRuns, ScheduledRunEvents
 from prefect_pfcon.service.janitor import Janitor
+from prefect_pfcon.service.job_history import JobHistory
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.jobs import JobService
 from prefect_pfcon.service.local_store import LocalJobStore
@@ -30,12 +32,20 @@ from prefect_pfcon.settings import PfconSettings
 logger = logging.getLogger("prefect_pfcon")
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the API serves: the pfcon jobs, and their history for operators."""
+
+    jobs: JobService
+    history: JobHistory
+
+
 @asynccontextmanager
 async def running_service(
     settings: PfconSettings, metrics: ServiceMetrics, deployment_flows: dict[UUID, Flow] | None = None
-) -> AsyncIterator[JobService]:
-    """The job service the settings describe, with its loops running, until the block ends;
-    its steps and Prefect errors counted in ``metrics``.
+) -> AsyncIterator[Services]:
+    """The services the settings describe, with their loops running, until the block ends;
+    the steps and Prefect errors counted in ``metrics``.
 
     The embedded default (``PFCON_DEPLOYMENT=pfcon``) runs its jobs' flow runs here and
     keeps their steps in the state dir's job book; ``deployment_flows`` are the deployments
@@ -78,7 +88,7 @@ async def running_service(
             loops.append(Janitor(jobs, service.janitor_seconds, service.janitor_grace_seconds))
         background = [asyncio.create_task(loop.start()) for loop in loops]
         try:
-            yield jobs
+            yield Services(jobs, JobHistory(client, service.history_days, service.prefect_deadline_seconds, metrics))
         finally:
             for task in background:
                 task.cancel()
