@@ -51,7 +51,8 @@ def _state(value: str) -> str:
 def jobs_table(page: dict[str, Any]) -> Table:
     """A listing page as a table, its reach in the caption."""
     table = Table(caption=f"kept {page['history_days']:g} days; oldest job started {_when(page['oldest']) or '-'}")
-    for column in ("jid", "state", "auid", "image", "compute", "start", "duration",
+    table.add_column("jid", no_wrap=True)
+    for column in ("state", "auid", "image", "compute", "start", "duration",
                    "exit", *(step.value for step in JobStep), "message"):
         table.add_column(column, overflow="fold")
     for job in page["jobs"]:
@@ -67,7 +68,9 @@ def attempts_table(job: dict[str, Any]) -> Table:
     requested = f"cpu {job['cpu_limit']}m, memory {job['memory_limit']} MiB, gpu {job['gpu_limit']}"
     table = Table(title=f"{job['jid']}: {_state(job['state'])}, {job['image'] or 'no plugin'} "
                   f"on {job['compute'] or '-'} for {job['auid'] or '-'} ({requested})")
-    for column in ("step", "task run", "state", "start", "end", "duration", "message"):
+    table.add_column("step")
+    table.add_column("task run", no_wrap=True)
+    for column in ("state", "start", "end", "duration", "message"):
         table.add_column(column, overflow="fold")
     for attempt in job["attempts"]:
         table.add_row(attempt["step"], attempt["task_run_id"], attempt["state"], _when(attempt["start"]),
