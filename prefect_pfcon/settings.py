@@ -119,6 +119,7 @@ class ServiceSettings(Section):
     job_idle_seconds: float = Field(7 * 24 * 3600.0, gt=0, validation_alias="PFCON_JOB_IDLE_SECONDS")
     metrics_token_required: bool = Field(False, validation_alias="PFCON_METRICS_TOKEN_REQUIRED")
     history_days: float = Field(30.0, gt=1 / 24, validation_alias="PFCON_HISTORY_DAYS")
+    delete_stops_plugin: bool = Field(False, validation_alias="PFCON_DELETE_STOPS_PLUGIN")
     notify_url: str = Field("", validation_alias="PFCON_NOTIFY_URL")
     notify_running_seconds: float = Field(86400.0, ge=10, validation_alias="PFCON_NOTIFY_RUNNING_SECONDS")
 

@@ -55,11 +55,13 @@ def error(status_code: int, message: Any) -> Answer:
 class JobService:
     """The four job collections over a job store, a storage and a compute block."""
 
-    def __init__(self, storage: StorageBlock, compute: ComputeBlock, store: JobStore, env_key: Fernet) -> None:
+    def __init__(self, storage: StorageBlock, compute: ComputeBlock, store: JobStore, env_key: Fernet,
+                 delete_stops_plugin: bool = False) -> None:
         self.storage = storage
         self.compute = compute
         self.store = store
         self._env_key = env_key
+        self._delete_stops_plugin = delete_stops_plugin
 
     # ----- reading -------------------------------------------------------------------
 
@@ -241,13 +243,21 @@ class JobService:
             return Answer(201, {"compute": skipped(job.jid, "delete")})
         for step in (JobStep.COPY, JobStep.PLUGIN, JobStep.UPLOAD):
             sibling = await self.status(step, job.jid, with_logs=False)
-            if sibling is not None and JobStatus(sibling["status"]).is_active:
+            if sibling is not None and JobStatus(sibling["status"]).is_active and not await self._stopped(step, job.jid):
                 return error(
                     409,
                     f"The {step.label} job is still active (status: {sibling['status']}). "
                     "All jobs must finish before scheduling a delete job.",
                 )
         return await self._submit_step(JobStep.DELETE, job)
+
+    async def _stopped(self, step: JobStep, jid: str) -> bool:
+        """With ``PFCON_DELETE_STOPS_PLUGIN``, stop an active plugin so a delete job may follow
+        (its job is removed, as by a client DELETE; the delete step runs once it ended)."""
+        if step is not JobStep.PLUGIN or not self._delete_stops_plugin or not self.compute.remove_jobs:
+            return False
+        await self.remove(step, jid)
+        return True
 
     async def _submit_step(self, step: JobStep, job: Any, prepare: Callable[[], Any] | None = None) -> Answer:
         existing, newest = await self._current_unless_replaceable(step, job.jid)

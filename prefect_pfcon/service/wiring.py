@@ -83,7 +83,8 @@ async def running_service(
                     logger.warning("Rescheduled %d deployment runs a previous stop interrupted", interrupted)
                 stack.push_async_callback(deployment_runs.stop)
                 loops += [deployment_runs, ScheduledRunEvents(deployment_runs, list(deployment_flows))]
-        jobs = JobService(storage, compute, store, job_secrets_key(service.state_dir, create=True))
+        jobs = JobService(storage, compute, store, job_secrets_key(service.state_dir, create=True),
+                          service.delete_stops_plugin)
         if service.janitor_seconds > 0:
             loops.append(Janitor(jobs, service.janitor_seconds, service.janitor_grace_seconds))
         background = [asyncio.create_task(loop.start()) for loop in loops]
