@@ -3,10 +3,13 @@
 from prefect_pfcon.blocks.compute.base import (
     ComputeBlock,
     ComputeError,
+    ComputeNode,
+    ComputeProbe,
     ComputeUnavailable,
     ContainerJob,
     ContainerState,
     ForeignContainer,
+    SlurmPartition,
 )
 from prefect_pfcon.blocks.compute.docker import DockerCompute
 from prefect_pfcon.blocks.compute.kubernetes import KubernetesCompute
@@ -21,6 +24,8 @@ __all__ = [
     "COMPUTE_BLOCKS",
     "ComputeBlock",
     "ComputeError",
+    "ComputeNode",
+    "ComputeProbe",
     "ComputeUnavailable",
     "ContainerJob",
     "ContainerState",
@@ -28,5 +33,6 @@ __all__ = [
     "ForeignContainer",
     "KubernetesCompute",
     "SlurmCompute",
+    "SlurmPartition",
     "SwarmCompute",
 ]

@@ -1,0 +1,84 @@
+"""``prefect-pfcon status``: a running service's availability in a terminal (``--json``: as the
+API answers); exit code 0 if it is available, 1 if not.
+
+It logs in as a pfcon client does (``POST /api/v1/auth-token/``) with ``PFCON_USER`` and
+``PFCON_PASSWORD``, at ``PFCON_URL`` (default ``http://127.0.0.1:30006``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+STATUS_PATH = "/api/v1/ops/status/"  # Prefect is not imported here: ``up`` sets its environment first
+DEFAULT_URL = "http://127.0.0.1:30006"
+TIMEOUT_SECONDS = 30.0
+COMPONENTS = ("prefect", "runner", "compute", "storage")
+SHOWN = {"up", "error", "latency_ms"}
+
+
+def add_status_command(commands: Any) -> None:
+    """The ``status`` subcommand."""
+    status = commands.add_parser(
+        "status", help="show whether a running service can run jobs (exit code 1 if not)",
+        description="Show the availability of the service at PFCON_URL (default http://127.0.0.1:30006), "
+        "logging in with PFCON_USER and PFCON_PASSWORD; exit code 0 if available, 1 if not.")
+    status.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+
+def fetch_status() -> dict[str, Any]:
+    """The answer of ``GET /api/v1/ops/status/``, logged in with the environment's credentials."""
+    url = (os.environ.get("PFCON_URL") or DEFAULT_URL).rstrip("/")
+    credentials = {"pfcon_user": os.environ.get("PFCON_USER", "pfcon"),
+                   "pfcon_password": os.environ.get("PFCON_PASSWORD", "pfcon1234")}
+    with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
+        login = client.post("/api/v1/auth-token/", json=credentials)
+        login.raise_for_status()
+        answer = client.get(STATUS_PATH, headers={"Authorization": f"Bearer {login.json()['token']}"})
+        answer.raise_for_status()
+        return answer.json()
+
+
+def _details(component: dict[str, Any]) -> str:
+    """A component's other fields, one ``name=value`` each (lists one item a line)."""
+    parts = []
+    for name, value in component.items():
+        if name in SHOWN:
+            continue
+        if isinstance(value, list):
+            value = "; ".join(", ".join(f"{key}={item}" for key, item in entry.items()) for entry in value)
+        parts.append(f"{name}={value}")
+    return "\n".join(parts)
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """The answer as a table: one row a component."""
+    verdict = "[green]available[/]" if status["available"] else f"[red]unavailable[/]: {status['reason']}"
+    table = Table(title=f"prefect-pfcon: {verdict}")
+    for column in ("component", "up", "latency", "details", "error"):
+        table.add_column(column)
+    for name in COMPONENTS:
+        component = status[name]
+        up = "[green]up[/]" if component["up"] else "[red]down[/]"
+        table.add_row(name, up, f"{component['latency_ms']:.1f} ms", _details(component), component.get("error", ""))
+    return table
+
+
+def status(args: argparse.Namespace) -> None:
+    """Print the service's availability; exit 0 if it is available, 1 if not (2: no answer)."""
+    try:
+        answer = fetch_status()
+    except httpx.HTTPError as error:
+        sys.exit(f"prefect-pfcon: cannot read the status: {error}")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        Console().print(status_table(answer))
+    sys.exit(0 if answer["available"] else 1)
