@@ -131,15 +131,14 @@ class AvailabilityCheck:
         return Availability(available=not down, reason=reason, **components)
 
     async def _prefect(self, timeout: float) -> PrefectStatus:
-        async def health() -> str:
+        async def health() -> None:
             async with get_client() as client:
                 error = await client.api_healthcheck()
                 if error is not None:
                     raise error
-                return str(client.api_url)
 
         outcome = await probed(health, timeout)
-        return PrefectStatus(url=str(outcome.value or PREFECT_API_URL.value() or ""), **outcome.fields())
+        return PrefectStatus(url=PREFECT_API_URL.value() or "", **outcome.fields())
 
     async def _runner(self, timeout: float) -> RunnerStatus:
         if self._settings.deployment_name == DEPLOYMENT_NAME:

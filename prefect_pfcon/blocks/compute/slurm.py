@@ -156,7 +156,7 @@ class SlurmCompute(ComputeBlock):
 
     def probe(self, timeout: float) -> ComputeProbe:
         """Slurm's version and its partitions with their idle nodes (``sinfo``)."""
-        version = _sinfo(["--version"], timeout).removeprefix("slurm ")
+        version = _sinfo(["--version"], timeout).split()[-1]  # "slurm 23.11.4", "slurm-wlm 22.05.8"
         lines = _sinfo(["--noheader", "--format=%R|%a|%F"], timeout).splitlines()
         return ComputeProbe(version=version, partitions=[sinfo_partition(line) for line in lines if line])
 
