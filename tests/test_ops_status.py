@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from conftest import Service, _start_replica, _start_service, _stop
+from s3_objects import s3_bucket
 from test_faults import PrefectServer, running_prefect_server
 
 STATUS = "ops/status/"
@@ -85,6 +86,8 @@ def test_kubernetes_nodes(kubernetes_service: Service):
 @pytest.mark.parametrize("storage, url_variable", [("swift", "ST_AUTH"), ("s3", "AWS_ENDPOINT_URL")])
 def test_object_storage_reachable(request, storage: str, url_variable: str):
     service = request.getfixturevalue(f"{storage}_service")
+    if storage == "s3":
+        s3_bucket(request.getfixturevalue("s3_credentials"))  # a missing bucket is down (NoSuchBucket)
     answer = status(service)
     assert answer["available"] is True, answer
     assert answer["storage"]["storage_env"] == storage
