@@ -47,15 +47,17 @@ def fetch_status() -> dict[str, Any]:
 
 
 def _details(component: dict[str, Any]) -> str:
-    """A component's other fields, one ``name=value`` each (lists one item a line)."""
+    """A component's other fields as ``name=value`` (sizes in GiB; a list's items one a line)."""
     parts = []
     for name, value in component.items():
         if name in SHOWN:
             continue
         if isinstance(value, list):
-            value = "; ".join(", ".join(f"{key}={item}" for key, item in entry.items()) for entry in value)
+            value = "".join("\n  " + ", ".join(f"{key}={item}" for key, item in entry.items()) for entry in value)
+        elif name.endswith("_bytes"):
+            name, value = name.removesuffix("_bytes"), f"{value / 2**30:.1f} GiB"
         parts.append(f"{name}={value}")
-    return "\n".join(parts)
+    return ", ".join(parts)
 
 
 def status_table(status: dict[str, Any]) -> Table:

@@ -49,13 +49,13 @@ class RunnerStatus(ComponentStatus):
     work_pool_status: str | None = None
 
 
-class ComputeStatus(ComponentStatus, ComputeProbe):
+class ComputeStatus(ComputeProbe, ComponentStatus):
     """The compute backend."""
 
     container_env: str
 
 
-class StorageStatus(ComponentStatus, StorageProbe):
+class StorageStatus(StorageProbe, ComponentStatus):
     """The storage: the storeBase, and the object store of swift and s3."""
 
     storage_env: str
