@@ -3,13 +3,11 @@
 from prefect_pfcon.blocks.compute.base import (
     ComputeBlock,
     ComputeError,
-    ComputeNode,
     ComputeProbe,
     ComputeUnavailable,
     ContainerJob,
     ContainerState,
     ForeignContainer,
-    SlurmPartition,
 )
 from prefect_pfcon.blocks.compute.docker import DockerCompute
 from prefect_pfcon.blocks.compute.kubernetes import KubernetesCompute
@@ -24,7 +22,6 @@ __all__ = [
     "COMPUTE_BLOCKS",
     "ComputeBlock",
     "ComputeError",
-    "ComputeNode",
     "ComputeProbe",
     "ComputeUnavailable",
     "ContainerJob",
@@ -33,6 +30,5 @@ __all__ = [
     "ForeignContainer",
     "KubernetesCompute",
     "SlurmCompute",
-    "SlurmPartition",
     "SwarmCompute",
 ]
