@@ -1,15 +1,10 @@
 """``prefect-pfcon status``: a running service's availability in a terminal (``--json``: as the
-API answers); exit code 0 if it is available, 1 if not.
-
-It logs in as a pfcon client does (``POST /api/v1/auth-token/``) with ``PFCON_USER`` and
-``PFCON_PASSWORD``, at ``PFCON_URL`` (default ``http://127.0.0.1:30006``).
-"""
+API answers); exit code 0 if it is available, 1 if not."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -17,9 +12,9 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from prefect_pfcon.ops_client import OpsClient
+
 STATUS_PATH = "/api/v1/ops/status/"  # Prefect is not imported here: ``up`` sets its environment first
-DEFAULT_URL = "http://127.0.0.1:30006"
-TIMEOUT_SECONDS = 30.0
 COMPONENTS = ("prefect", "runner", "compute", "storage")
 SHOWN = {"up", "error", "latency_ms"}
 
@@ -31,19 +26,6 @@ def add_status_command(commands: Any) -> None:
         description="Show the availability of the service at PFCON_URL (default http://127.0.0.1:30006), "
         "logging in with PFCON_USER and PFCON_PASSWORD; exit code 0 if available, 1 if not.")
     status.add_argument("--json", action="store_true", help="print the API's JSON answer")
-
-
-def fetch_status() -> dict[str, Any]:
-    """The answer of ``GET /api/v1/ops/status/``, logged in with the environment's credentials."""
-    url = (os.environ.get("PFCON_URL") or DEFAULT_URL).rstrip("/")
-    credentials = {"pfcon_user": os.environ.get("PFCON_USER", "pfcon"),
-                   "pfcon_password": os.environ.get("PFCON_PASSWORD", "pfcon1234")}
-    with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
-        login = client.post("/api/v1/auth-token/", json=credentials)
-        login.raise_for_status()
-        answer = client.get(STATUS_PATH, headers={"Authorization": f"Bearer {login.json()['token']}"})
-        answer.raise_for_status()
-        return answer.json()
 
 
 def _details(component: dict[str, Any]) -> str:
@@ -74,11 +56,13 @@ def status_table(status: dict[str, Any]) -> Table:
 
 
 def status(args: argparse.Namespace) -> None:
-    """Print the service's availability; exit 0 if it is available, 1 if not (2: no answer)."""
+    """Print the service's availability; exit 0 if it is available, 1 if not (or without an answer)."""
     try:
-        answer = fetch_status()
-    except httpx.HTTPError as error:
-        sys.exit(f"prefect-pfcon: cannot read the status: {error}")
+        answer = OpsClient().get(STATUS_PATH)
+    except httpx.HTTPStatusError as exc:
+        sys.exit(f"prefect-pfcon: {exc.response.status_code} {exc.response.text}")
+    except httpx.HTTPError as exc:
+        sys.exit(f"prefect-pfcon: cannot reach the service: {exc}")
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
