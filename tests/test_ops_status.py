@@ -29,6 +29,17 @@ def status(service: Service) -> dict:
     return answer.json()
 
 
+def available_status(service: Service, tries: int = 3) -> dict:
+    """The status once it says available (a backend's first probe may outlast the timeout on
+    a loaded host, e.g. Kubernetes' client loading its configuration; the next finds it ready)."""
+    for _ in range(tries - 1):
+        answer = status(service)
+        if answer["available"]:
+            return answer
+        time.sleep(1)
+    return status(service)
+
+
 def cli_status(service: Service, *options: str) -> subprocess.CompletedProcess[str]:
     """``prefect-pfcon status`` against the service (the default credentials)."""
     env = {**os.environ, "PFCON_URL": service.url.removesuffix("/api/v1/")}
@@ -64,7 +75,7 @@ def test_docker_service_is_available(fslink_service: Service, docker_client):
 
 
 def test_slurm_partitions(slurm_service: Service):
-    answer = status(slurm_service)
+    answer = available_status(slurm_service)
     assert answer["available"] is True, answer
     compute = answer["compute"]
     assert compute["container_env"] == "slurm" and compute["version"][0].isdigit()
@@ -75,7 +86,7 @@ def test_slurm_partitions(slurm_service: Service):
 
 
 def test_kubernetes_nodes(kubernetes_service: Service):
-    answer = status(kubernetes_service)
+    answer = available_status(kubernetes_service)
     assert answer["available"] is True, answer
     compute = answer["compute"]
     assert compute["container_env"] == "kubernetes" and compute["version"].startswith("v")
@@ -88,7 +99,7 @@ def test_object_storage_reachable(request, storage: str, url_variable: str):
     service = request.getfixturevalue(f"{storage}_service")
     if storage == "s3":
         s3_bucket(request.getfixturevalue("s3_credentials"))  # a missing bucket is down (NoSuchBucket)
-    answer = status(service)
+    answer = available_status(service)
     assert answer["available"] is True, answer
     assert answer["storage"]["storage_env"] == storage
     assert answer["storage"]["object_store"] == os.environ[url_variable]
@@ -124,7 +135,7 @@ def prefect_server(session_tmp: Path) -> Iterator[PrefectServer]:
 def engineless(session_tmp: Path, prefect_server: PrefectServer) -> Iterator[Service]:
     """A service on a Prefect server of its own, its Docker engine a socket that does not exist."""
     env = {"PREFECT_API_URL": prefect_server.url, "PREFECT_HOME": str(prefect_server.home),
-           "DOCKER_HOST": f"unix://{session_tmp}/no-such-dockerd.sock"}
+           "DOCKER_HOST": f"unix://{session_tmp}/no-such-dockerd.sock", "PFCON_STATUS_TIMEOUT_SECONDS": "2"}
     service = _start_service(session_tmp, "status-engineless", "fslink", env, 0)
     yield service
     _stop(service)
@@ -143,7 +154,7 @@ def test_engine_down_then_prefect_down(engineless: Service, prefect_server: Pref
     prefect_server.stop()
     started = time.monotonic()
     answer = status(engineless)
-    assert time.monotonic() - started < 10  # each probe gives up after PFCON_STATUS_TIMEOUT_SECONDS
+    assert time.monotonic() - started < 8  # each probe gives up after PFCON_STATUS_TIMEOUT_SECONDS
     assert answer["prefect"]["up"] is False and answer["prefect"]["error"]
     assert answer["reason"] == f"prefect: {answer['prefect']['error']}"  # the first component down
     assert answer["compute"]["up"] is False and answer["storage"]["up"] is True
