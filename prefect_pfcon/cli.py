@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from prefect_pfcon.ops_cli import add_jobs_command, jobs
 from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 from prefect_pfcon.state_dir import private_dir
+from prefect_pfcon.status_cli import add_status_command, status
 
 DEFAULT_PREFECT_PORT = 4200
 # the variables ``up``'s flags override (each flag's ``dest`` is its variable)
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
                     help="port of the local Prefect server when one is started (default 4200)")
     add_jobs_command(commands)
+    add_status_command(commands)
     return parser
 
 
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         up(args)
     elif args.command == "jobs":
         jobs(args)
+    elif args.command == "status":
+        status(args)
 
 
 if __name__ == "__main__":

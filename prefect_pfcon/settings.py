@@ -111,6 +111,7 @@ class ServiceSettings(Section):
     login_window_seconds: float = Field(60.0, gt=0, validation_alias="PFCON_LOGIN_WINDOW_SECONDS")
     header_timeout_seconds: float = Field(10.0, gt=0, validation_alias="PFCON_HEADER_TIMEOUT_SECONDS")
     prefect_deadline_seconds: float = Field(30.0, gt=0, validation_alias="PFCON_PREFECT_DEADLINE_SECONDS")
+    status_timeout_seconds: float = Field(5.0, gt=0, validation_alias="PFCON_STATUS_TIMEOUT_SECONDS")
     janitor_seconds: float = Field(300.0, ge=0, validation_alias="PFCON_JANITOR_SECONDS")
     janitor_grace_seconds: float = Field(60.0, ge=0, validation_alias="PFCON_JANITOR_GRACE_SECONDS")
     deployment_name: str = Field("pfcon", validation_alias="PFCON_DEPLOYMENT")

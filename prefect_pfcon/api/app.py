@@ -34,6 +34,7 @@ from prefect_pfcon.api.limits import TOO_LARGE, BodySizeLimit
 from prefect_pfcon.api.login_limit import LoginThrottle
 from prefect_pfcon.api.metrics import add_metrics
 from prefect_pfcon.api.ops_jobs import ops_jobs_router
+from prefect_pfcon.api.ops_status import ops_status_router
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.service.jobs import NOT_FOUND_TEXT, Answer, JobService, error
 from prefect_pfcon.service.metrics import ServiceMetrics
@@ -111,6 +112,7 @@ def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | Non
 
     app.include_router(legacy_router(auth, service.legacy_wait_seconds))
     app.include_router(ops_jobs_router(auth))
+    app.include_router(ops_status_router(auth, service, metrics))
     return app
 
 

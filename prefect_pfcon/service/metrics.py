@@ -86,6 +86,7 @@ class ServiceMetrics:
                                        registry=self.registry)
         self._lock = threading.Lock()
         self._on_threads: dict[UUID, StepRequest] = {}
+        self._watched_steps: Callable[[], list[tuple[StepRequest, bool]]] | None = None
         for step in JobStep:  # every step's series exists from the start, so rates see the first one
             self._steps_started.labels(step.value)
             self._step_seconds.labels(step.value)
@@ -120,7 +121,15 @@ class ServiceMetrics:
             waiting = [(request, False) for request in unfinished() if request.key not in on_threads]
             return waiting + [(request, True) for request in on_threads.values()]
 
+        self._watched_steps = steps
         self.registry.register(_StepLoad(steps))
+
+    def step_load(self) -> tuple[int, int] | None:
+        """How many steps run and wait now, or ``None`` when no runner of this process is watched."""
+        if self._watched_steps is None:
+            return None
+        tally = Tally(on_thread for _, on_thread in self._watched_steps())
+        return tally[True], tally[False]
 
     # ----- API and Prefect -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from prefect_pfcon.blocks.compute.base import (
     ComputeBlock,
     ComputeError,
+    ComputeProbe,
     ComputeUnavailable,
     ContainerJob,
     ContainerState,
@@ -21,6 +22,7 @@ __all__ = [
     "COMPUTE_BLOCKS",
     "ComputeBlock",
     "ComputeError",
+    "ComputeProbe",
     "ComputeUnavailable",
     "ContainerJob",
     "ContainerState",

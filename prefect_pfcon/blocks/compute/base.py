@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from prefect_pfcon.models import JobStatus, PluginJob
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, TASK_RUN_LABEL
@@ -77,6 +77,34 @@ class ContainerState:
     def task_run_id(self) -> str | None:
         """The plugin task run (the job step's attempt) that created the container."""
         return self.labels.get(TASK_RUN_LABEL)
+
+
+class SlurmPartition(BaseModel):
+    """A Slurm partition as ``sinfo`` shows it."""
+
+    name: str
+    state: str
+    nodes: int
+    idle_nodes: int
+
+
+class ComputeNode(BaseModel):
+    """A Kubernetes node: whether it is Ready, and what it can give pods (allocatable)."""
+
+    name: str
+    ready: bool
+    cpu: float
+    memory_mib: int
+    gpu: int
+
+
+class ComputeProbe(BaseModel):
+    """What a reachable backend has: its version, and its partitions (Slurm) or nodes
+    (Kubernetes)."""
+
+    version: str | None = None
+    partitions: list[SlurmPartition] | None = None
+    nodes: list[ComputeNode] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +175,11 @@ class ComputeBlock(Block, ABC):
                 f"got number_of_workers={job.number_of_workers}"
             )
         return None
+
+    @abstractmethod
+    def probe(self, timeout: float) -> ComputeProbe:
+        """Ask the backend what it has, each call within ``timeout`` seconds; raises when it
+        cannot be reached (the error's text says why)."""
 
     @abstractmethod
     def submit(self, job: ContainerJob) -> None:

@@ -12,7 +12,7 @@ import requests
 from docker.errors import DockerException
 from pydantic import Field, PrivateAttr
 
-from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeUnavailable
+from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeProbe, ComputeUnavailable
 
 T = TypeVar("T")
 ENGINE_UNREACHABLE = "The Docker engine cannot be reached (stopped or restarting)"
@@ -53,3 +53,15 @@ class DockerEngineBlock(ComputeBlock, ABC):
             except DockerException:  # it asks the engine for its API version
                 raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
         return self._client
+
+    def probe(self, timeout: float) -> ComputeProbe:
+        """The engine's version (a client of its own, with the short ``timeout``)."""
+        try:
+            engine = (docker.DockerClient(base_url=self.docker_host, timeout=timeout) if self.docker_host
+                      else docker.from_env(timeout=timeout))
+            try:
+                return ComputeProbe(version=engine.version()["Version"])
+            finally:
+                engine.close()
+        except (DockerException, requests.exceptions.RequestException) as error:
+            raise ComputeUnavailable(f"{ENGINE_UNREACHABLE}: {error}") from None

@@ -15,12 +15,15 @@ from typing import Any, ClassVar, Literal
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import (
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
+    ComputeNode,
+    ComputeProbe,
     ContainerJob,
     ContainerState,
     ContainerUser,
@@ -126,6 +129,12 @@ class KubernetesCompute(ComputeBlock):
             version = client.VersionApi(self.api_client).get_code()
             self._server_minor = int("".join(ch for ch in version.minor if ch.isdigit()))
         return self._server_minor
+
+    def probe(self, timeout: float) -> ComputeProbe:
+        """The API server's version and every node: Ready, allocatable cpu, memory, GPUs."""
+        version = client.VersionApi(self.api_client).get_code(_request_timeout=timeout)
+        nodes = self.core.list_node(_request_timeout=timeout).items
+        return ComputeProbe(version=version.git_version, nodes=[_node(node) for node in nodes])
 
     # ----- the Job -----------------------------------------------------------------------
 
@@ -359,6 +368,19 @@ class KubernetesCompute(ComputeBlock):
         deadline = time.monotonic() + REMOVE_TIMEOUT_SECONDS
         while self._job(name) is not None and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
+
+
+def _node(node: client.V1Node) -> ComputeNode:
+    """A node's readiness and allocatable resources (GPUs: any ``<vendor>/gpu`` resource)."""
+    ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+    allocatable = node.status.allocatable or {}
+    return ComputeNode(
+        name=node.metadata.name,
+        ready=ready,
+        cpu=float(parse_quantity(allocatable.get("cpu", "0"))),
+        memory_mib=int(parse_quantity(allocatable.get("memory", "0")) // 2**20),
+        gpu=sum(int(parse_quantity(value)) for key, value in allocatable.items() if key.endswith("/gpu")),
+    )
 
 
 def env_secret_name(name: str) -> str:

@@ -29,9 +29,12 @@ from prefect_pfcon.blocks.compute.base import (
     ZERO_TIME,
     ComputeBlock,
     ComputeError,
+    ComputeProbe,
+    ComputeUnavailable,
     ContainerJob,
     ContainerState,
     ContainerUser,
+    SlurmPartition,
 )
 from prefect_pfcon.blocks.compute.lines import MAX_LINE_BYTES, split_lines
 from prefect_pfcon.job_secrets import MASK, MASKED_MIN_CHARS
@@ -150,6 +153,12 @@ class SlurmCompute(ComputeBlock):
     account: str | None = Field(None, description="sbatch --account.")
     time_limit: str | None = Field(None, description="sbatch --time, in Slurm's format (e.g. 60 or 1:00:00).")
     sbatch_options: list[str] = Field(default_factory=list, description="Extra sbatch options.")
+
+    def probe(self, timeout: float) -> ComputeProbe:
+        """Slurm's version and its partitions with their idle nodes (``sinfo``)."""
+        version = _sinfo(["--version"], timeout).split()[-1]  # "slurm 23.11.4", "slurm-wlm 22.05.8"
+        lines = _sinfo(["--noheader", "--format=%R|%a|%F"], timeout).splitlines()
+        return ComputeProbe(version=version, partitions=[sinfo_partition(line) for line in lines if line])
 
     # ----- files of a job ----------------------------------------------------------------
 
@@ -376,6 +385,24 @@ class SlurmCompute(ComputeBlock):
         _run(["scancel", record["job_id"]])
         for suffix in (".json", ".sbatch", ".log", ".exit", ".env"):
             self._path(name, suffix).unlink(missing_ok=True)
+
+
+def _sinfo(options: list[str], timeout: float) -> str:
+    """``sinfo``'s output; ``ComputeUnavailable`` with its error when it fails."""
+    try:
+        result = subprocess.run(["sinfo", *options], capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ComputeUnavailable(f"sinfo: {error}") from None
+    if result.returncode != 0:
+        raise ComputeUnavailable(f"sinfo: {result.stderr.strip() or f'exit code {result.returncode}'}")
+    return result.stdout.strip()
+
+
+def sinfo_partition(line: str) -> SlurmPartition:
+    """A partition from ``sinfo --format=%R|%a|%F`` (``%F``: allocated/idle/other/total)."""
+    name, state, counts = line.split("|")
+    _, idle, _, total = counts.split("/")
+    return SlurmPartition(name=name, state=state, nodes=int(total), idle_nodes=int(idle))
 
 
 def _longest_values_first(env: list[str]) -> list[int]:

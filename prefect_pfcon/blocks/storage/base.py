@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from abc import ABC, abstractmethod
 from datetime import datetime
@@ -11,7 +12,7 @@ from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 from fsspec.spec import AbstractFileSystem
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from prefect_pfcon.lib.filesystems.storebase import StoreBaseFileSystem
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
@@ -33,6 +34,14 @@ class PluginMounts(NamedTuple):
 
     incoming: Path
     outgoing: Path
+
+
+class StorageProbe(BaseModel):
+    """What a reachable storage has: the storeBase's space, and the object store it uses."""
+
+    free_bytes: int
+    total_bytes: int
+    object_store: str | None = None
 
 
 class StorageBlock(Block, ABC):
@@ -75,6 +84,11 @@ class StorageBlock(Block, ABC):
             "requires_copy_job": self.innetwork and self.requires_copy_job,
             "requires_upload_job": self.innetwork and self.requires_upload_job,
         }
+
+    def probe(self, timeout: float) -> StorageProbe:
+        """The storeBase's free and total space; raises when it cannot be read."""
+        usage = shutil.disk_usage(self.root)
+        return StorageProbe(free_bytes=usage.free, total_bytes=usage.total)
 
     def resolve(self, rel: str) -> Path:
         """A client-given storage path, confined to the storeBase."""

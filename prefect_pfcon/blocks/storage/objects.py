@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock
+from prefect_pfcon.blocks.storage.base import PluginMounts, StorageBlock, StorageProbe
 from prefect_pfcon.models import CopyJob, PluginJob, UploadJob
 from prefect_pfcon.lib.outputs import list_output_files
 from prefect_pfcon.lib.paths import normalize_storage_path
@@ -39,6 +39,21 @@ class ObjectStorage(StorageBlock, ABC):
     def readable_errors(self) -> AbstractContextManager[None]:
         """A context that re-raises the object store's failures as one readable line."""
         raise NotImplementedError
+
+    @property
+    def object_store(self) -> str:
+        """The object store's URL (never its credentials)."""
+        raise NotImplementedError
+
+    def check_reachable(self, timeout: float) -> None:
+        """One request to the object store with the short ``timeout``; raises when it fails."""
+        raise NotImplementedError
+
+    def probe(self, timeout: float) -> StorageProbe:
+        """The storeBase's space, once the object store answered."""
+        with self.readable_errors():
+            self.check_reachable(timeout)
+        return super().probe(timeout).model_copy(update={"object_store": self.object_store})
 
     def prepare_upload(self, objects: AbstractFileSystem) -> None:
         """Make sure the container or bucket can take the outputs, before listing it."""

@@ -33,16 +33,26 @@ class S3Storage(ObjectStorage):
     def server_info(self) -> dict[str, Any]:
         return {**super().server_info(), "s3_endpoint_url": self.endpoint_url}
 
-    def objects(self) -> DirFileSystem:
-        """The bucket as an fsspec filesystem of object names."""
+    def objects(self, timeout: float | None = None) -> DirFileSystem:
+        """The bucket as an fsspec filesystem of object names (``timeout``: each request's
+        limit, tried once)."""
         s3 = s3_filesystem(
             self.endpoint_url,
             self.access_key.get_secret_value(),
             self.secret_key.get_secret_value(),
             self.region_name,
             max_concurrency=self.transfer_workers,
+            timeout=timeout,
         )
         return DirFileSystem(path=self.bucket_name, fs=s3)
+
+    @property
+    def object_store(self) -> str:
+        return self.endpoint_url
+
+    def check_reachable(self, timeout: float) -> None:
+        """The bucket exists and the credentials are accepted."""
+        self.check_bucket(self.objects(timeout))
 
     def readable_errors(self) -> AbstractContextManager[None]:
         return readable_errors(self.endpoint_url)

@@ -34,16 +34,27 @@ class SwiftStorage(ObjectStorage):
     def server_info(self) -> dict[str, Any]:
         return {**super().server_info(), "swift_auth_url": self.auth_url}
 
-    def objects(self) -> DirFileSystem:
-        """The container as an fsspec filesystem of object names."""
-        swift = SwiftFileSystem(
+    def _swift(self, **options: float) -> SwiftFileSystem:
+        return SwiftFileSystem(
             self.auth_url,
             self.username,
             self.key.get_secret_value(),
             auth_version=self.auth_version,
             os_options=self.os_options,
+            **options,
         )
-        return DirFileSystem(path=self.container_name, fs=swift)
+
+    def objects(self) -> DirFileSystem:
+        """The container as an fsspec filesystem of object names."""
+        return DirFileSystem(path=self.container_name, fs=self._swift())
+
+    @property
+    def object_store(self) -> str:
+        return self.auth_url
+
+    def check_reachable(self, timeout: float) -> None:
+        """Log in and read the account (the container may not exist before the first upload)."""
+        self._swift(retries=0, timeout=timeout).connection.head_account()
 
     def readable_errors(self) -> AbstractContextManager[None]:
         return readable_errors()

@@ -40,10 +40,12 @@ class BoundedS3FileSystem(S3FileSystem):
 
 
 def s3_filesystem(
-    endpoint_url: str, access_key: str, secret_key: str, region_name: str, *, max_concurrency: int = 10
+    endpoint_url: str, access_key: str, secret_key: str, region_name: str, *, max_concurrency: int = 10,
+    timeout: float | None = None,
 ) -> BoundedS3FileSystem:
     """An S3 filesystem for one endpoint and key pair; ``max_concurrency`` parts of a large
-    object move at once."""
+    object move at once; with ``timeout``, each request is tried once within it."""
+    limits = {"connect_timeout": timeout, "read_timeout": timeout} if timeout else {}
     return BoundedS3FileSystem(
         key=access_key,
         secret=secret_key,
@@ -53,7 +55,8 @@ def s3_filesystem(
             "s3": {"addressing_style": "path"},
             "request_checksum_calculation": "when_required",
             "response_checksum_validation": "when_required",
-            "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            "retries": {"max_attempts": 1 if timeout else MAX_ATTEMPTS, "mode": "standard"},
+            **limits,
         },
         max_concurrency=max_concurrency,
         default_block_size=PART_BYTES,
