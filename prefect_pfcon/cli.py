@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from prefect_pfcon.ops_cli import add_jobs_command, jobs
+from prefect_pfcon.jobs_cli import add_jobs_command, jobs
 from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 from prefect_pfcon.state_dir import private_dir
 from prefect_pfcon.status_cli import add_status_command, status

@@ -7,6 +7,7 @@ It logs in as a pfcon client does (``POST /api/v1/auth-token/``) with ``PFCON_US
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import httpx
@@ -33,3 +34,12 @@ class OpsClient:
                                 headers={"Authorization": f"Bearer {login.json()['token']}"})
             answer.raise_for_status()
             return answer.json()
+
+    def get_or_exit(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """``get``, exiting the command with a one-line message if there is no good answer."""
+        try:
+            return self.get(path, params)
+        except httpx.HTTPStatusError as exc:
+            sys.exit(f"prefect-pfcon: {exc.response.status_code} {exc.response.text}")
+        except httpx.HTTPError as exc:
+            sys.exit(f"prefect-pfcon: cannot reach the service: {exc}")

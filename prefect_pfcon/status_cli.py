@@ -8,7 +8,6 @@ import json
 import sys
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -57,12 +56,7 @@ def status_table(status: dict[str, Any]) -> Table:
 
 def status(args: argparse.Namespace) -> None:
     """Print the service's availability; exit 0 if it is available, 1 if not (or without an answer)."""
-    try:
-        answer = OpsClient().get(STATUS_PATH)
-    except httpx.HTTPStatusError as exc:
-        sys.exit(f"prefect-pfcon: {exc.response.status_code} {exc.response.text}")
-    except httpx.HTTPError as exc:
-        sys.exit(f"prefect-pfcon: cannot reach the service: {exc}")
+    answer = OpsClient().get_or_exit(STATUS_PATH)
     if args.json:
         print(json.dumps(answer, indent=2))
     else:

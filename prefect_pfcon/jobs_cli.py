@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -81,15 +79,10 @@ def attempts_table(job: dict[str, Any]) -> Table:
 def jobs(args: argparse.Namespace) -> None:
     """Print the listing (or one job) of the service at ``PFCON_URL``."""
     client = OpsClient()
-    try:
-        if args.jid:
-            answer = client.get(f"{JOBS_PATH}{args.jid}/")
-        else:
-            answer = client.get(JOBS_PATH, {name: getattr(args, name) for name in FILTERS})
-    except httpx.HTTPStatusError as exc:
-        sys.exit(f"prefect-pfcon: {exc.response.status_code} {exc.response.text}")
-    except httpx.HTTPError as exc:
-        sys.exit(f"prefect-pfcon: cannot reach the service: {exc}")
+    if args.jid:
+        answer = client.get_or_exit(f"{JOBS_PATH}{args.jid}/")
+    else:
+        answer = client.get_or_exit(JOBS_PATH, {name: getattr(args, name) for name in FILTERS})
     if args.json:
         print(json.dumps(answer, indent=2))
         return
