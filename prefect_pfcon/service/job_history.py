@@ -171,9 +171,8 @@ def job_details(run: FlowRun, task_runs: list[TaskRun]) -> JobDetails:
     types = {task_run.id: task_run.state.type for task_run in task_runs if task_run.state is not None}
     attempts = [record for record in map(attempt_record, task_runs) if record is not None]
     steps = {attempt.step: attempt for attempt in attempts}  # the newest of each step wins
-    plugin_run = next((task_run for task_run in reversed(task_runs)
-                       if task_run.id == getattr(steps.get(JobStep.PLUGIN), "task_run_id", None)), None)
-    tags = plugin_run.tags if plugin_run is not None else []
+    plugin = steps.get(JobStep.PLUGIN)
+    tags = next(task_run.tags for task_run in task_runs if task_run.id == plugin.task_run_id) if plugin else []
     state = job_state(run, list(steps.values()), types)
     failing = next((attempt for attempt in steps.values() if types.get(attempt.task_run_id) in FAILED_TYPES), None)
     ended = run.state is not None and run.state.is_final()
@@ -188,7 +187,7 @@ def job_details(run: FlowRun, task_runs: list[TaskRun]) -> JobDetails:
         gpu_limit=tagged_amount(tags, "gpu"),
         start=run.start_time, end=run.end_time if ended else None,
         duration_seconds=_duration(run.start_time, run.end_time) if ended else None,
-        exit_code=exit_code(steps[JobStep.PLUGIN]) if JobStep.PLUGIN in steps else None,
+        exit_code=exit_code(plugin) if plugin else None,
         message=failing.message if failing is not None else (run.state.message if ended and run.state else None),
         steps=steps, attempts=attempts)
 
