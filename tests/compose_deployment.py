@@ -130,7 +130,7 @@ def remove_volume_users(*volumes: str) -> None:
     started, plugin containers left by a failed test): this project's, no one else's."""
     client = docker.from_env()
     for volume in volumes:
-        for container in client.containers.list(all=True, filters={"volume": volume}):
+        for container in client.containers.list(all=True, ignore_removed=True, filters={"volume": volume}):
             container.remove(force=True)
 
 

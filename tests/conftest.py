@@ -159,7 +159,7 @@ def remove_session_containers() -> Iterator[None]:
     Kubernetes' own are its kubelet's to remove)."""
     yield
     client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": SESSION_LABEL}):
+    for container in client.containers.list(all=True, ignore_removed=True, filters={"label": SESSION_LABEL}):
         if "io.kubernetes.pod.uid" not in container.labels:
             container.remove(force=True)
 

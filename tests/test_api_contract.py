@@ -262,7 +262,7 @@ def test_running_plugin_repeat_and_delete_guard(service, docker_client):
     with polling_status(service, f"pluginjobs/{jid}/") as answers:
         client.delete_job(JobType.PLUGIN, jid)
     assert answers and set(answers) <= {200, 404}, answers
-    assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{jid}$"})
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()
     (run,) = settled_runs(service, f"plugin-{jid}")
     assert run["state_type"] in ("CANCELLED", "CANCELLING")
@@ -320,7 +320,7 @@ def test_gpu_without_runtime_is_a_clear_error_and_no_container(service, docker_c
     result = wait_status(client, JobType.PLUGIN, jid)
     assert result["status"] == "finishedWithError"
     assert "no GPU runtime" in result["message"]
-    assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{jid}$"})
 
 
 def test_missing_image_is_a_clear_error(service):

@@ -36,7 +36,7 @@ def service(deployment) -> Service:
 def flow_containers(docker_client, run_id: str) -> list:
     """The containers the docker worker ran a flow run in: of the image, with the run's label
     (which its plugin containers carry too); kept after they exit."""
-    labelled = docker_client.containers.list(all=True, filters={"label": f"io.prefect.flow-run-id={run_id}"})
+    labelled = docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"io.prefect.flow-run-id={run_id}"})
     return [container for container in labelled if container.attrs["Config"]["Image"] == IMAGE]
 
 

@@ -235,7 +235,7 @@ def test_full_fslink_lifecycle(fslink_service: Service, docker_client):
     with pytest.raises(PfconRequestException) as missing:
         client.get_job_status(JobType.PLUGIN, jid)
     assert missing.value.code == 404
-    assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{jid}$"})
     assert (out / "new.txt").exists()  # DELETE never touches data
 
 

@@ -75,7 +75,7 @@ def test_a_hostile_image_from_the_prefect_ui_never_reaches_the_engine(service: S
         assert time.monotonic() < deadline, run["state"]
         time.sleep(0.5)
     assert run["state_type"] == "FAILED" and "image reference" in run["state"]["message"], run["state"]
-    assert docker_client.containers.list(all=True, filters={"name": jid}) == []
+    assert docker_client.containers.list(all=True, ignore_removed=True, filters={"name": jid}) == []
     assert prefect_runs(service, f"copy-{jid}") == []  # refused before any step
 
 
@@ -217,7 +217,7 @@ def test_plugins_cannot_make_devices_and_their_processes_are_bounded(service: Se
     labels = docker_client.api.inspect_container(jid)["Config"]["Labels"]
     assert labels[JID_LABEL] == jid and labels[FLOW_RUN_LABEL]
     assert raw(service, "DELETE", f"pluginjobs/{jid}/").status_code == 204
-    assert docker_client.containers.list(all=True, filters={"name": f"^{jid}$"}) == []  # ours: removed
+    assert docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"^{jid}$"}) == []  # ours: removed
 
 
 def test_staged_inputs_reach_the_plugin_with_the_capabilities_it_keeps(service: Service):

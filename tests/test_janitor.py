@@ -68,7 +68,7 @@ def test_janitor_removes_only_what_clients_deleted(service: Service, docker_clie
         assert (store / f"key-{forgotten}").is_dir()
 
         assert eventually(lambda: not (store / f"key-{forgotten}").exists())
-        assert eventually(lambda: not docker_client.containers.list(all=True, filters={"name": f"{orphan_jid}-left"}))
+        assert eventually(lambda: not docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"{orphan_jid}-left"}))
         assert not (store / f"key-{orphan_jid}").exists()
         time.sleep(3)  # a few more sweeps
         assert (store / f"key-{kept}").is_dir() and stranger.is_dir()

@@ -74,7 +74,7 @@ def b64(data: bytes | io.BytesIO) -> dict[str, str]:
 
 
 def container_names(docker_client, jid: str) -> list:
-    return docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+    return docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{jid}$"})
 
 
 def test_fslink_lifecycle(fslink_service: Service, docker_client):

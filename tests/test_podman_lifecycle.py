@@ -71,10 +71,10 @@ def test_full_lifecycle_on_podman(service, podman, docker_client):
     assert container["HostConfig"]["NetworkMode"] == "none"
     assert container["HostConfig"]["Memory"] == 200 * 2**20
     assert container["HostConfig"]["NanoCpus"] == 10**9
-    assert not docker_client.containers.list(all=True, filters={"name": jid})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"name": jid})
 
     delete_and_forget(client, jid)
-    assert not podman.containers.list(all=True, filters={"name": jid})
+    assert not podman.containers.list(all=True, ignore_removed=True, filters={"name": jid})
     assert not (service.store_base / f"key-{jid}").exists()
 
 
@@ -90,7 +90,7 @@ def test_failing_plugin(service, podman):
         time.sleep(0.2)
     assert run["state_type"] == "FAILED"
     client.delete_job(JobType.PLUGIN, jid)
-    assert not podman.containers.list(all=True, filters={"name": jid})
+    assert not podman.containers.list(all=True, ignore_removed=True, filters={"name": jid})
 
 
 def test_delete_removes_a_running_container(service, podman):
@@ -99,7 +99,7 @@ def test_delete_removes_a_running_container(service, podman):
     submit_and_wait_started(client, jid, sh_plugin(output_dir, "echo start; sleep 600"))
     assert podman.api.inspect_container(jid)["State"]["Running"]
     client.delete_job(JobType.PLUGIN, jid)
-    assert not podman.containers.list(all=True, filters={"name": jid})
+    assert not podman.containers.list(all=True, ignore_removed=True, filters={"name": jid})
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()  # data stays
     deadline = time.monotonic() + 30
     while (run := settled_runs(service, f"plugin-{jid}")[0])["state_type"] not in ("CANCELLED", "CANCELLING"):

@@ -74,7 +74,7 @@ def test_delete_removes_a_running_service(service, swarm):
     client.delete_job(JobType.PLUGIN, jid)
     assert swarm.state(jid) is None
     deadline = time.monotonic() + 60  # the node's agent kills and removes the task's container
-    while any(c.id == container_id for c in swarm.client.containers.list(all=True)):
+    while any(c.id == container_id for c in swarm.client.containers.list(all=True, ignore_removed=True)):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert (service.store_base / f"key-{jid}" / "incoming" / "a.txt").exists()  # data stays

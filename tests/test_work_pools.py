@@ -104,7 +104,7 @@ def test_api_jobs_run_on_the_pool(pools: Service, pool_api: Service, docker_clie
     with pytest.raises(PfconRequestException) as missing:
         client.get_job_status(JobType.PLUGIN, jid)
     assert missing.value.code == 404
-    assert not docker_client.containers.list(all=True, filters={"name": f"^/{jid}$"})
+    assert not docker_client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{jid}$"})
 
     # posted to the idle job again, the plugin starts at once: an event woke the run
     time.sleep(2)
