@@ -270,6 +270,8 @@ class ComputeSettings(Section):
     ignore_limits: bool = Field(False, validation_alias="IGNORE_LIMITS")
     remove_jobs: bool = Field(True, validation_alias="REMOVE_JOBS")
     pids_limit: int | None = Field(1024, ge=0, validation_alias="PFCON_PIDS_LIMIT")
+    max_job_seconds: int | None = Field(None, ge=0, validation_alias="PFCON_MAX_JOB_SECONDS")
+    start_timeout_seconds: int | None = Field(600, ge=0, validation_alias="PFCON_START_TIMEOUT_SECONDS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
     volume_type: VolumeType | None = Field(None, validation_alias="COMPUTE_VOLUME_TYPE")
 
@@ -284,10 +286,10 @@ class ComputeSettings(Section):
             raise ValueError("cromwell is no longer supported (as in pfcon); use slurm")
         return {"podman": "docker", "openshift": "kubernetes"}.get(value, value)
 
-    @field_validator("pids_limit")
+    @field_validator("pids_limit", "max_job_seconds", "start_timeout_seconds")
     @classmethod
-    def _no_pids_limit(cls, value: int | None) -> int | None:
-        """``PFCON_PIDS_LIMIT=0``: no limit."""
+    def _zero_is_no_limit(cls, value: int | None) -> int | None:
+        """``0`` (``PFCON_PIDS_LIMIT``, ``PFCON_MAX_JOB_SECONDS``, ``PFCON_START_TIMEOUT_SECONDS``): no limit."""
         return value or None
 
     @model_validator(mode="after")

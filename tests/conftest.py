@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -264,9 +265,9 @@ def s3_service(session_tmp: Path, fslink_service: Service, s3_credentials) -> It
 
 
 @contextmanager
-def storage_block_fields(service: Service, block_name: str, **fields: str) -> Iterator[None]:
-    """Change fields of a saved storage block (as an operator would in the Prefect UI), then
-    put them back."""
+def block_fields(service: Service, block_name: str, **fields: Any) -> Iterator[None]:
+    """Change fields of a saved block (as an operator would in the Prefect UI), then put them
+    back."""
     found = service.prefect("post", "/block_documents/filter", json={
         "block_documents": {"name": {"any_": [block_name]}}, "include_secrets": True}).json()
     document = found[0]

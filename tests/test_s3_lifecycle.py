@@ -9,7 +9,7 @@ import uuid
 import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 
-from conftest import Service, free_port, raw, storage_block_fields
+from conftest import Service, free_port, raw, block_fields
 from fixtures_tree import FSLINK_FIXTURE
 from object_storage_checks import check_failed_upload_is_reposted, check_full_lifecycle, run_copy
 from s3_objects import s3_bucket
@@ -64,7 +64,7 @@ def test_link_to_output_ancestor_is_refused(s3_service: Service, objects):
 
 
 def test_wrong_secret_key_is_a_readable_error(s3_service: Service, objects):
-    with storage_block_fields(s3_service, BLOCK, secret_key="not-the-secret"):
+    with block_fields(s3_service, BLOCK, secret_key="not-the-secret"):
         copy = run_copy(s3_service, new_jid(), ["home/alice/feed/in"], "home/alice/feed/out")
     assert copy["status"] == "finishedWithError"
     assert copy["message"] == (
@@ -74,7 +74,7 @@ def test_wrong_secret_key_is_a_readable_error(s3_service: Service, objects):
 
 
 def test_missing_bucket_is_a_readable_error(s3_service: Service, objects):
-    with storage_block_fields(s3_service, BLOCK, bucket_name=f"h5-missing-{uuid.uuid4().hex[:8]}"):
+    with block_fields(s3_service, BLOCK, bucket_name=f"h5-missing-{uuid.uuid4().hex[:8]}"):
         copy = run_copy(s3_service, new_jid(), ["home/alice/feed/in"], "home/alice/feed/out")
     assert copy["status"] == "finishedWithError"
     assert copy["message"] == "S3: The specified bucket does not exist (NoSuchBucket)"
@@ -82,7 +82,7 @@ def test_missing_bucket_is_a_readable_error(s3_service: Service, objects):
 
 def test_endpoint_down_is_a_readable_error(s3_service: Service, s3_credentials, objects):
     closed = f"http://127.0.0.1:{free_port()}"  # bound once, then nobody listens there
-    with storage_block_fields(s3_service, BLOCK, endpoint_url=closed):
+    with block_fields(s3_service, BLOCK, endpoint_url=closed):
         copy = run_copy(s3_service, new_jid(), ["home/alice/feed/in"], "home/alice/feed/out")
     assert copy["status"] == "finishedWithError"
     assert copy["message"] == f"S3: Could not connect to the endpoint URL {closed} (EndpointConnectionError)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ import pytest
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SlurmCompute
 from prefect_pfcon.blocks.compute.base import ForeignContainer
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, TASK_RUN_LABEL
-from prefect_pfcon.blocks.compute.slurm import SlurmJob, describe, exit_code, job_status, parse_exit_file
+from prefect_pfcon.blocks.compute.slurm import (
+    SlurmJob, describe, exit_code, job_status, parse_exit_file, slurm_time_limit,
+)
 from prefect_pfcon.models import JobStatus
 from test_hardening import CONFINED_SCRIPT
 
@@ -142,14 +145,49 @@ def test_memory_hog_is_killed_by_its_limit(slurm: SlurmCompute, mounts):
     assert containers_named(job.name) == []
 
 
-def test_time_limit_ends_the_job(session_tmp: Path, mounts):
-    slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), time_limit="1")  # Slurm counts whole minutes
+def test_max_job_seconds_is_the_jobs_time_limit(session_tmp: Path, mounts):
+    slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), time_limit="90", max_job_seconds=30)
     job = container_job(mounts, "echo sleeping; sleep 600")
+    assert "--time=0:01:00" in slurm.sbatch_command(job)  # Slurm counts whole minutes; it wins over time_limit
     slurm.submit(job)
-    with pytest.raises(ComputeError, match=r"TIMEOUT \(time limit 00:01:00\)"):
+    with pytest.raises(ComputeError, match="TIMEOUT: it hit its time limit of 00:01:00"):
         slurm.wait(job.name)
-    assert slurm.state(job.name).status is JobStatus.FINISHED_WITH_ERROR
+    state = slurm.state(job.name)
+    assert state.status is JobStatus.FINISHED_WITH_ERROR
+    assert state.message.endswith("TIMEOUT: it hit its time limit of 00:01:00")
     assert containers_left(job.name) == []  # the trap stopped the container
+
+
+def test_pending_jobs_say_why_and_whether_they_wait_their_turn(session_tmp: Path, mounts):
+    slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"))
+    node_cpus = int(subprocess.run(["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True,
+                                   check=True).stdout.split()[0])
+    hog = dataclasses.replace(container_job(mounts, "sleep 600"), cpu_limit=node_cpus * 1000)  # the whole node
+    waiting, held = container_job(mounts, "echo waited"), container_job(mounts, "echo held")
+    held_slurm = SlurmCompute(work_dir=str(session_tmp / "slurm-work"), sbatch_options=["--hold"])
+    try:
+        slurm.submit(hog)
+        wait_until_started(slurm, hog.name)
+        slurm.submit(waiting)
+        held_slurm.submit(held)
+        deadline = time.monotonic() + 30  # the scheduler gives a reason on its next pass
+        while "(Resources)" not in slurm.state(waiting.name).message and time.monotonic() < deadline:
+            time.sleep(0.5)
+        in_queue, on_hold = slurm.state(waiting.name), slurm.state(held.name)
+        assert (in_queue.status, in_queue.queued) == (JobStatus.NOT_STARTED, True)
+        assert in_queue.message.endswith("PENDING (Resources)")
+        assert (on_hold.status, on_hold.queued) == (JobStatus.NOT_STARTED, False)  # cannot start by itself
+        assert on_hold.message.endswith("PENDING (JobHeldUser)")
+    finally:
+        for job in (hog, waiting, held):
+            slurm.remove(job.name)
+
+
+def wait_until_started(slurm: SlurmCompute, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while slurm.state(name).status is not JobStatus.STARTED:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
 
 
 def test_remove_cancels_the_job_and_stops_its_container(slurm: SlurmCompute, mounts):
@@ -208,7 +246,11 @@ def test_slurm_states_map_to_pfcon_statuses():
     assert (exit_code("3:0"), exit_code("0:9"), exit_code("")) == (3, 137, None)
     assert (parse_exit_file("137 true\n"), parse_exit_file("0 false"), parse_exit_file("")) == (
         (137, True), (0, False), None)
-    assert describe("7", SlurmJob("TIMEOUT", None, "", "", "00:01:00")) == "Slurm job 7 TIMEOUT (time limit 00:01:00)"
+    assert describe("7", SlurmJob("TIMEOUT", None, "", "", "00:01:00")) == (
+        "Slurm job 7 TIMEOUT: it hit its time limit of 00:01:00")
+    assert describe("7", SlurmJob("PENDING", None, "", "", "", reason="JobHeldUser")) == "Slurm job 7 PENDING (JobHeldUser)"
+    assert (slurm_time_limit(1), slurm_time_limit(60), slurm_time_limit(61), slurm_time_limit(7200)) == (
+        "0:01:00", "0:01:00", "0:02:00", "2:00:00")
     assert describe("7", SlurmJob("FAILED", 3, "", "", "")) == "Slurm job 7 FAILED (exit code 3)"
     assert describe("7", SlurmJob("CANCELLED", None, "", "", "")) == "Slurm job 7 CANCELLED"
 

@@ -11,6 +11,7 @@ import pytest
 from compute_jobs import make_key_dir, plugin_job
 from conftest import SWARM_GPU
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, SwarmCompute
+from prefect_pfcon.blocks.compute.limits import await_start, time_limit
 from prefect_pfcon.blocks.compute.swarm import OOM_MESSAGE, task_message, task_status
 from prefect_pfcon.deployments.registry import compute_from_settings
 from prefect_pfcon.models import JobStatus
@@ -119,6 +120,21 @@ def test_remove_kills_a_running_service(swarm: SwarmCompute, store: Path):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     swarm.remove(job.name)  # absent: no error
+
+
+def test_time_limit_stops_the_task_and_keeps_the_service(swarm_engine: PrivateDockerd, store: Path):
+    swarm = SwarmCompute(docker_host=swarm_engine.host, max_job_seconds=2)
+    job = container_job(store, "echo running; sleep 600")
+    swarm.submit(job)
+    started = await_start(swarm, job.name)
+    assert started.status is JobStatus.STARTED
+    with time_limit(swarm, job.name, started) as stopped:
+        assert swarm.wait(job.name) == 137  # the task's container got SIGKILL
+    assert stopped.is_set()
+    state = swarm.state(job.name)  # the service stays, its task shut down
+    assert (state.status, state.exit_code) == (JobStatus.FINISHED_WITH_ERROR, 137)
+    assert swarm.logs(job.name) == "running\n"
+    swarm.remove(job.name)
 
 
 def test_gpu_jobs_wait_pending_for_the_swarms_one_gpu(swarm: SwarmCompute, store: Path):

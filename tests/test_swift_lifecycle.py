@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 
-from conftest import Service, raw, storage_block_fields
+from conftest import Service, raw, block_fields
 from fixtures_tree import FSLINK_FIXTURE
 from object_storage_checks import check_failed_upload_is_reposted, check_full_lifecycle, run_copy
 from swift_objects import seed, swift_container
@@ -59,7 +59,7 @@ def test_link_to_output_ancestor_is_refused(swift_service: Service, objects):
 
 
 def test_wrong_swift_key_is_a_readable_error(swift_service: Service, objects):
-    with storage_block_fields(swift_service, "swift-storage", key="not-the-key"):
+    with block_fields(swift_service, "swift-storage", key="not-the-key"):
         copy = run_copy(swift_service, new_jid(), ["home/alice/feed/in"], "home/alice/feed/out")
     assert copy["status"] == "finishedWithError"
     assert copy["message"] == "Swift: Auth GET failed (401 Unauthorized)"

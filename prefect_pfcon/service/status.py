@@ -9,6 +9,7 @@ from datetime import datetime
 from prefect.client.schemas.objects import State, StateType
 
 from prefect_pfcon.blocks.compute.base import ZERO_TIME, ContainerState
+from prefect_pfcon.blocks.compute.limits import LimitReached
 from prefect_pfcon.flows.attempts import StepAttempt
 from prefect_pfcon.models import JobStatus, JobStep, PluginJob
 from prefect_pfcon.lib.command import build_plugin_command
@@ -66,12 +67,19 @@ def run_status(run: StepAttempt) -> tuple[JobStatus, str, str]:
     return JobStatus.UNDEFINED, state.name if state else "unknown", ZERO_TIME
 
 
+def reached_limit(run: StepAttempt) -> bool:
+    """Whether the attempt failed because the service stopped its plugin at a limit."""
+    state = run.state
+    return state is not None and state.is_failed() and f"{LimitReached.__name__}: " in (state.message or "")
+
+
 def plugin_status(run: StepAttempt, container: ContainerState | None) -> tuple[JobStatus, str, str]:
     """A plugin attempt's status: its container's while it has one, else the attempt's own.
 
-    A container counts only if this attempt created it (an earlier attempt's may linger).
+    A container counts only if this attempt created it (an earlier attempt's may linger), and
+    not once the attempt failed for reaching a limit (its reason says which).
     """
-    if container is not None and container.task_run_id == str(run.id):
+    if container is not None and container.task_run_id == str(run.id) and not reached_limit(run):
         return container.status, container.message, container.timestamp
     status, message, timestamp = run_status(run)
     if status is JobStatus.STARTED:

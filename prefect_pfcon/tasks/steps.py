@@ -14,6 +14,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
+from prefect_pfcon.blocks.compute.limits import LimitReached, await_start, time_limit, time_limit_message
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.job_secrets import mask, masked_values, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
@@ -53,17 +54,24 @@ def plugin_step(
 ) -> int | State:
     """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted,
     its output in this task run's logs; re-attach to the container this attempt started
-    before a restart. Ends Cancelled when a client DELETE ``removed`` it."""
+    before a restart. Ends Cancelled when a client DELETE ``removed`` it; fails with
+    ``LimitReached`` when it did not start in time or ran past its time limit."""
     spec = container_job(job, storage, flow_run_id, task_run_id)
     launch_container(compute, spec, task_run_id)
     try:
-        exit_code = watch_container(compute, spec)
+        started = await_start(compute, spec.name)
+        with time_limit(compute, spec.name, started) as stopped:
+            exit_code = watch_container(compute, spec)
+    except LimitReached:
+        raise
     except Exception:  # the backend lost the container: a client DELETE, or a failure
         if removed():
             return Cancelled(message=REMOVED_BY_CLIENT)
         raise
     if exit_code != 0 and removed():
         return Cancelled(message=REMOVED_BY_CLIENT)
+    if stopped.is_set():
+        raise LimitReached(time_limit_message(compute.max_job_seconds))
     if exit_code == OOM_EXIT_CODE:
         raise PluginFailed(f"Plugin killed (exit code 137), most likely by its {job.memory_limit} MiB memory limit")
     if exit_code != 0:

@@ -72,6 +72,9 @@ class ContainerState:
     timestamp: str
     exit_code: int | None
     labels: dict[str, str]
+    queued: bool = False
+    """Not started because it waits its turn in the backend's queue (a Slurm job pending for
+    priority or resources): the start timeout does not apply."""
 
     @property
     def task_run_id(self) -> str | None:
@@ -137,6 +140,8 @@ class ComputeBlock(Block, ABC):
     compute_volume_type: ClassVar[str]
     single_worker: ClassVar[bool] = True
     """Plugin jobs run one container (``number_of_workers`` must be 1)."""
+    enforces_time_limit: ClassVar[bool] = False
+    """The backend itself stops a plugin at ``max_job_seconds`` (else the plugin task does)."""
 
     container_user: str | None = Field(
         None, description="UID:GID for plugin containers (ranges a-b allowed); CONTAINER_USER."
@@ -153,6 +158,13 @@ class ComputeBlock(Block, ABC):
     remove_jobs: bool = Field(True, description="DELETE removes containers (REMOVE_JOBS).")
     pids_limit: int | None = Field(
         1024, ge=1, description="Most processes a plugin container may run (PFCON_PIDS_LIMIT; none: no limit)."
+    )
+    max_job_seconds: int | None = Field(
+        None, ge=1, description="Longest a plugin may run before it is stopped (PFCON_MAX_JOB_SECONDS; none: no limit)."
+    )
+    start_timeout_seconds: int | None = Field(
+        600, ge=1, description="Longest a plugin may take to start before its job is removed "
+        "(PFCON_START_TIMEOUT_SECONDS; none: no limit). Waiting in a Slurm queue does not count."
     )
 
     def server_info(self) -> dict[str, str]:
@@ -193,14 +205,22 @@ class ComputeBlock(Block, ABC):
     def logs(self, name: str) -> str:
         """The last ``logs_tail`` lines of the container's output."""
 
+    @abstractmethod
     def follow_logs(self, name: str) -> Iterator[str]:
         """The container's output lines as they come, until it exits."""
 
+    @abstractmethod
     def wait(self, name: str) -> int:
         """Block until the container exits; its exit code."""
 
+    @abstractmethod
     def remove(self, name: str) -> None:
         """Remove the container, killing it if it runs; no error if absent."""
+
+    def stop(self, name: str) -> None:
+        """Kill the container now; its record stays, and its state then reads ended. Backends
+        that enforce time limits themselves need not keep the record (the default removes it)."""
+        self.remove(name)
 
     def own_state(self, name: str, jid: str) -> ContainerState | None:
         """``state(name)``; raises ``ForeignContainer`` if that container exists but is not

@@ -182,6 +182,17 @@ class DockerCompute(DockerEngineBlock):
             pass
 
     @engine_call
+    def stop(self, name: str) -> None:
+        """Kill the container, keeping it (its state reads exited, code 137)."""
+        try:
+            self.client.api.kill(name)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code != HTTPStatus.CONFLICT:  # "is not running": it ended already
+                raise
+
+    @engine_call
     def ended_jobs(self) -> dict[str, Mapping[str, str]]:
         containers = self.client.api.containers(
             all=True,

@@ -37,6 +37,8 @@ JOB_TYPE_LABEL_K8S = "chrisproject.org/job-type"
 STORE_VOLUME = "storebase"
 POLL_SECONDS = 0.5
 REMOVE_TIMEOUT_SECONDS = 60
+STARTED_PHASES = ("Running", "Succeeded", "Failed")
+DEFAULT_DEADLINE_SECONDS = 7 * 24 * 3600
 POD_FAILURE_POLICY_MINOR = 26  # batch/v1 podFailurePolicy is on by default from Kubernetes 1.26
 
 
@@ -49,6 +51,8 @@ def job_state(job: client.V1Job) -> tuple[JobStatus, str]:
     status = job.status
     for condition in status.conditions or []:
         if condition.type == "Failed" and condition.status == "True":
+            if condition.reason == "DeadlineExceeded":
+                return JobStatus.FINISHED_WITH_ERROR, f"Job hit its time limit of {job.spec.active_deadline_seconds} s"
             return JobStatus.FINISHED_WITH_ERROR, condition.message or condition.reason or "failed"
     if status.completion_time and status.succeeded:
         return JobStatus.FINISHED_SUCCESSFULLY, "finished"
@@ -57,6 +61,22 @@ def job_state(job: client.V1Job) -> tuple[JobStatus, str]:
     if not (status.failed or status.succeeded):
         return JobStatus.NOT_STARTED, "created"
     return JobStatus.UNDEFINED, "inactive"
+
+
+def waiting_reason(pods: list[client.V1Pod]) -> str | None:
+    """Why an active Job's pods have not started (image pull, scheduling, config), or ``None``
+    once one runs or ended."""
+    if any(pod.status.phase in STARTED_PHASES for pod in pods):
+        return None
+    for pod in pods:
+        for container in pod.status.container_statuses or []:
+            waiting = container.state.waiting if container.state else None
+            if waiting and waiting.reason:
+                return f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False":
+                return f"{condition.reason}: {condition.message}" if condition.message else condition.reason
+    return "pod pending"
 
 
 class KubernetesCompute(ComputeBlock):
@@ -73,6 +93,7 @@ class KubernetesCompute(ComputeBlock):
 
     container_env: ClassVar[str] = "kubernetes"
     single_worker: ClassVar[bool] = False
+    enforces_time_limit: ClassVar[bool] = True
 
     namespace: str = Field("default", description="Namespace of the Jobs (JOB_NAMESPACE).")
     kubeconfig: str | None = Field(
@@ -219,7 +240,7 @@ class KubernetesCompute(ComputeBlock):
             backoff_limit=0,
             parallelism=job.number_of_workers,
             completions=job.number_of_workers,
-            active_deadline_seconds=7 * 24 * 3600,
+            active_deadline_seconds=self.max_job_seconds or DEFAULT_DEADLINE_SECONDS,
             ttl_seconds_after_finished=24 * 3600,
             template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod),
         )
@@ -285,22 +306,15 @@ class KubernetesCompute(ComputeBlock):
         job = self._job(name)
         if job is None:
             return None
+        pods = self._pods(name)
         status, message = job_state(job)
+        if status is JobStatus.STARTED and (waiting := waiting_reason(pods)):
+            status, message = JobStatus.NOT_STARTED, waiting
         moment = job.status.completion_time if status is JobStatus.FINISHED_SUCCESSFULLY else None
         if status is JobStatus.FINISHED_WITH_ERROR:
             moment = next((c.last_transition_time for c in job.status.conditions or [] if c.type == "Failed"), None)
         timestamp = _rfc3339(moment) or _rfc3339(job.status.start_time) or ZERO_TIME
-        return ContainerState(status, message, timestamp, self._exit_code(name), job.metadata.labels or {})
-
-    def _exit_code(self, name: str) -> int | None:
-        """The first non-zero exit code of the Job's containers, else 0, else ``None``."""
-        codes = [
-            status.state.terminated.exit_code
-            for pod in self._pods(name)
-            for status in pod.status.container_statuses or []
-            if status.state and status.state.terminated
-        ]
-        return next((code for code in codes if code), 0) if codes else None
+        return ContainerState(status, message, timestamp, _exit_code(pods), job.metadata.labels or {})
 
     def logs(self, name: str) -> str:
         text = []
@@ -328,7 +342,7 @@ class KubernetesCompute(ComputeBlock):
         while True:
             pods = self._pods(name)
             for pod in pods:
-                if pod.status.phase in ("Running", "Succeeded", "Failed"):
+                if pod.status.phase in STARTED_PHASES:
                     return pod.metadata.name
             state = self.state(name)
             if state is None or (not state.status.is_active and not pods):
@@ -381,6 +395,17 @@ def _node(node: client.V1Node) -> ComputeNode:
         memory_mib=int(parse_quantity(allocatable.get("memory", "0")) // 2**20),
         gpu=sum(int(parse_quantity(value)) for key, value in allocatable.items() if key.endswith("/gpu")),
     )
+
+
+def _exit_code(pods: list[client.V1Pod]) -> int | None:
+    """The first non-zero exit code of the pods' containers, else 0, else ``None``."""
+    codes = [
+        status.state.terminated.exit_code
+        for pod in pods
+        for status in pod.status.container_statuses or []
+        if status.state and status.state.terminated
+    ]
+    return next((code for code in codes if code), 0) if codes else None
 
 
 def env_secret_name(name: str) -> str:

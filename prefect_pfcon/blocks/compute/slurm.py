@@ -43,6 +43,8 @@ from prefect_pfcon.lib.command import INCOMING, OUTGOING
 
 WAITING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
 ACTIVE_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"}
+QUEUE_REASONS = frozenset({"None", "Priority", "Resources"})
+"""Pending reasons of a job that waits its turn (any other means it cannot start as it is)."""
 POLL_SECONDS = 0.5
 CONTAINER_VAR = "$CONTAINER"  # the script names the container after the jid and the Slurm job id
 READ_BYTES = 1024 * 1024
@@ -75,6 +77,7 @@ class SlurmJob(NamedTuple):
     end: str
     time_limit: str
     oom_killed: bool = False
+    reason: str = ""
 
 
 def job_status(state: str) -> JobStatus:
@@ -102,6 +105,12 @@ def exit_code(text: str) -> int | None:
     return 128 + int(signal) if signal.isdigit() and int(signal) else int(code)
 
 
+def slurm_time_limit(seconds: int) -> str:
+    """``sbatch --time`` of ``seconds`` (Slurm counts whole minutes: rounded up)."""
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:00"
+
+
 def rfc3339(slurm_time: str) -> str | None:
     """A Slurm local time (``2026-11-22T18:04:51``) in UTC RFC 3339, or ``None`` if unset."""
     try:
@@ -113,11 +122,13 @@ def rfc3339(slurm_time: str) -> str | None:
 def describe(job_id: str, job: SlurmJob, memory_limit: int | None = None) -> str:
     """The status ``message``: the Slurm job and why it ended, when it did not succeed."""
     text = f"Slurm job {job_id} {job.state}"
+    if job.state == "PENDING" and job.reason:
+        return f"{text} ({job.reason})"
     if job.oom_killed:
         limit = f" (limit {memory_limit} MiB)" if memory_limit else ""
         return f"Out of memory{limit}: {text} (exit code {job.exit_code})"
     if job.state == "TIMEOUT":
-        return f"{text} (time limit {job.time_limit})"
+        return f"{text}: it hit its time limit of {job.time_limit}"
     if job.state in ("FAILED", "OUT_OF_MEMORY") and job.exit_code is not None:
         return f"{text} (exit code {job.exit_code})"
     return text
@@ -137,6 +148,7 @@ class SlurmCompute(ComputeBlock):
 
     container_env: ClassVar[str] = "slurm"
     compute_volume_type: ClassVar[str] = "host"
+    enforces_time_limit: ClassVar[bool] = True
 
     work_dir: str = Field(
         "/var/tmp/prefect-pfcon/slurm",
@@ -151,7 +163,9 @@ class SlurmCompute(ComputeBlock):
     network_mode: str = Field("none", description="Network of plugin containers (none by default).")
     partition: str | None = Field(None, description="sbatch --partition.")
     account: str | None = Field(None, description="sbatch --account.")
-    time_limit: str | None = Field(None, description="sbatch --time, in Slurm's format (e.g. 60 or 1:00:00).")
+    time_limit: str | None = Field(
+        None, description="sbatch --time, in Slurm's format (e.g. 60 or 1:00:00); max_job_seconds, when set, wins."
+    )
     sbatch_options: list[str] = Field(default_factory=list, description="Extra sbatch options.")
 
     def probe(self, timeout: float) -> ComputeProbe:
@@ -246,7 +260,8 @@ class SlurmCompute(ComputeBlock):
             command += [f"--cpus-per-task={max(1, math.ceil(job.cpu_limit / 1000))}", f"--mem={job.memory_limit}M"]
         if job.gpu_limit > 0:
             command.append(f"--gres=gpu:{job.gpu_limit}")
-        for option, value in (("--partition", self.partition), ("--account", self.account), ("--time", self.time_limit)):
+        time_limit = slurm_time_limit(self.max_job_seconds) if self.max_job_seconds else self.time_limit
+        for option, value in (("--partition", self.partition), ("--account", self.account), ("--time", time_limit)):
             if value:
                 command.append(f"{option}={value}")
         return [*command, *self.sbatch_options, str(self._path(job.name, ".sbatch"))]
@@ -289,10 +304,10 @@ class SlurmCompute(ComputeBlock):
 
     def slurm_job(self, job_id: str) -> SlurmJob | None:
         """The job as ``squeue`` shows it, else ``sacct``, else ``scontrol show job``."""
-        queued = _run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%S|%l"])
+        queued = _run(["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%S|%l|%r"])
         if queued:
-            state, start, limit = queued.split("|")
-            return SlurmJob(state, None, start, "", limit)
+            state, start, limit, reason = queued.split("|", 3)
+            return SlurmJob(state, None, start, "", limit, reason=reason)
         accounted = _run(["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={job_id}",
                           "--format=State,ExitCode,Start,End,Timelimit"])
         if accounted:
@@ -331,7 +346,7 @@ class SlurmCompute(ComputeBlock):
         ended = None if status.is_active else rfc3339(job.end)
         message = describe(record["job_id"], job, record.get("memory_limit"))
         return ContainerState(status, message, ended or rfc3339(job.start) or ZERO_TIME,
-                              job.exit_code, record["labels"])
+                              job.exit_code, record["labels"], queued=status is JobStatus.NOT_STARTED and job.reason in QUEUE_REASONS)
 
     def logs(self, name: str) -> str:
         try:

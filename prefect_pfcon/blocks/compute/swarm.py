@@ -249,6 +249,28 @@ class SwarmCompute(DockerEngineBlock):
             pass
 
     @engine_call
+    def stop(self, name: str) -> None:
+        """Kill the task's container, keeping the service (its task then reads failed, code
+        137) when the container runs on the node the block talks to; a task on another node is
+        stopped by removing its service (the engine API reaches no other node's containers)."""
+        found = self._service_and_task(name)
+        if found is None:
+            return
+        task = found[1]
+        container_id = ((task or {}).get("Status", {}).get("ContainerStatus") or {}).get("ContainerID")
+        try:
+            if container_id:
+                self.client.api.kill(container_id)
+                return
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code == 409:  # not running: it ended already
+                return
+            raise
+        self.remove(name)
+
+    @engine_call
     def ended_jobs(self) -> dict[str, Mapping[str, str]]:
         services = self.client.api.services(
             filters={"label": [FLOW_RUN_LABEL, JID_LABEL, f"{JOB_TYPE_LABEL}=plugin"]}
