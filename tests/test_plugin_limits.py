@@ -37,14 +37,19 @@ def kubernetes(kubernetes_service: Service) -> Service:
     return kubernetes_service
 
 
-def test_docker_plugin_is_stopped_at_its_time_limit(fslink_service: Service, docker_client: docker.DockerClient):
-    with block_fields(fslink_service, "fslink-compute", max_job_seconds=3):
-        jid, _, result = finished_plugin(fslink_service, "echo start; sleep 300")
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_plugin_is_stopped_at_its_time_limit(engine: str, request: pytest.FixtureRequest):
+    service: Service = request.getfixturevalue("fslink_service" if engine == "docker" else "podman_service")
+    client = docker.DockerClient(base_url=request.getfixturevalue("podman_host")) if engine == "podman" else (
+        request.getfixturevalue("docker_client"))
+    make_fslink_fixture(service.store_base)
+    with block_fields(service, f"{'fslink' if engine == 'docker' else 'podman'}-compute", max_job_seconds=3):
+        jid, _, result = finished_plugin(service, "echo start; sleep 300")
     assert (result["status"], result["message"]) == ("finishedWithError", "Plugin stopped: it hit its time limit of 3 s")
     assert result["logs"] == "start\n"
-    container = docker_client.containers.get(jid)  # killed, and kept as a finished plugin's is
+    container = client.containers.get(jid)  # killed, and kept as a finished plugin's is
     assert (container.status, container.attrs["State"]["ExitCode"]) == ("exited", 137)
-    (run,) = settled_runs(fslink_service, f"plugin-{jid}")
+    (run,) = settled_runs(service, f"plugin-{jid}")
     assert run["state_type"] == "FAILED"
 
 

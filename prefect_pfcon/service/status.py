@@ -77,9 +77,14 @@ def plugin_status(run: StepAttempt, container: ContainerState | None) -> tuple[J
     """A plugin attempt's status: its container's while it has one, else the attempt's own.
 
     A container counts only if this attempt created it (an earlier attempt's may linger), and
-    not once the attempt failed for reaching a limit (its reason says which).
+    not once the attempt failed for reaching a limit (its reason says which). A container that
+    ended with an error reads ``started`` until its attempt has ended too: the attempt may be
+    stopping it at a limit, and a client must not take the container's reason for the last word.
     """
     if container is not None and container.task_run_id == str(run.id) and not reached_limit(run):
+        ending = run.state is not None and not run.state.is_final()
+        if ending and container.status is JobStatus.FINISHED_WITH_ERROR:
+            return JobStatus.STARTED, "running", rfc3339(run.start_time)
         return container.status, container.message, container.timestamp
     status, message, timestamp = run_status(run)
     if status is JobStatus.STARTED:

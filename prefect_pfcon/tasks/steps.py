@@ -58,20 +58,20 @@ def plugin_step(
     ``LimitReached`` when it did not start in time or ran past its time limit."""
     spec = container_job(job, storage, flow_run_id, task_run_id)
     launch_container(compute, spec, task_run_id)
-    try:
-        started = await_start(compute, spec.name)
-        with time_limit(compute, spec.name, started) as stopped:
+    started = await_start(compute, spec.name)
+    with time_limit(compute, spec.name, started) as stopped:
+        try:
             exit_code = watch_container(compute, spec)
-    except LimitReached:
-        raise
-    except Exception:  # the backend lost the container: a client DELETE, or a failure
-        if removed():
-            return Cancelled(message=REMOVED_BY_CLIENT)
-        raise
-    if exit_code != 0 and removed():
-        return Cancelled(message=REMOVED_BY_CLIENT)
+        except Exception as error:  # the backend lost the container: a client DELETE, or a failure
+            if stopped.is_set():
+                raise LimitReached(time_limit_message(compute.max_job_seconds)) from error
+            if removed():
+                return Cancelled(message=REMOVED_BY_CLIENT)
+            raise
     if stopped.is_set():
         raise LimitReached(time_limit_message(compute.max_job_seconds))
+    if exit_code != 0 and removed():
+        return Cancelled(message=REMOVED_BY_CLIENT)
     if exit_code == OOM_EXIT_CODE:
         raise PluginFailed(f"Plugin killed (exit code 137), most likely by its {job.memory_limit} MiB memory limit")
     if exit_code != 0:
