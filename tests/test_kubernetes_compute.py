@@ -172,13 +172,15 @@ def test_job_template_merge_is_pure_logic():
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "template": {
                 "metadata": {"labels": {"org.chrisproject.jid": "k8s-1"}},
                 "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                         "nodeSelector": {"kubernetes.io/hostname": "node-1"}, "imagePullSecrets": [{"name": "regcred"}],
+                         "nodeSelector": {"kubernetes.io/hostname": "node-1"},
+                         "imagePullSecrets": [{"name": "regcred"}],
                          "volumes": [{"name": "storebase", "hostPath": {"path": "/s"}}],
                          "containers": [{"name": "k8s-1", "image": "busybox",
                                          "volumeMounts": [{"name": "storebase", "mountPath": "/share/outgoing"}]}]}}}}
     template = {**JOB_TEMPLATE, "spec": {**JOB_TEMPLATE["spec"], "template": {
         **JOB_TEMPLATE["spec"]["template"], "spec": {**JOB_TEMPLATE["spec"]["template"]["spec"],
                                                      "automountServiceAccountToken": True,
+                                                     "serviceAccountName": "plugins",
                                                      "imagePullSecrets": [{"name": "site"}, {"name": "regcred"}]}}}}
     before = copy.deepcopy(template)
     merged = merge_job_template(template, ours)
@@ -187,10 +189,12 @@ def test_job_template_merge_is_pure_logic():
                                   "labels": {"example.org/team": "mri", "org.chrisproject.jid": "k8s-1"}}
     assert merged["spec"]["ttlSecondsAfterFinished"] == 86400 and merged["spec"]["backoffLimit"] == 0
     pod_metadata = merged["spec"]["template"]["metadata"]
-    assert pod_metadata == {"annotations": {"example.org/scheduler": "gang"}, "labels": {"org.chrisproject.jid": "k8s-1"}}
+    assert pod_metadata == {"annotations": {"example.org/scheduler": "gang"},
+                            "labels": {"org.chrisproject.jid": "k8s-1"}}
     pod = merged["spec"]["template"]["spec"]
     assert (pod["tolerations"], pod["restartPolicy"], pod["enableServiceLinks"]) == ([GPU_TOLERATION], "Never", False)
-    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "node-1"} and pod["automountServiceAccountToken"] is True
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "node-1"}
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("plugins", True)
     assert [v["name"] for v in pod["volumes"]] == ["scratch", "storebase"]
     assert pod["imagePullSecrets"] == [{"name": "site"}, {"name": "regcred"}]
     assert pod["containers"] == [{"name": "k8s-1", "image": "busybox", "volumeMounts": [
