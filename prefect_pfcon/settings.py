@@ -19,6 +19,7 @@ from pydantic import (AliasChoices, BeforeValidator, Field, PlainSerializer, Sec
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.sources import ENV_FILE_SENTINEL, DotenvType
 
+from prefect_pfcon.lib.job_template import check_job_template, read_job_template
 from prefect_pfcon.state_dir import read_or_create_secret
 
 StorageEnv = Literal["fslink", "filesystem", "swift", "s3", "zipfile"]
@@ -58,6 +59,17 @@ PathText = Annotated[Path, PlainSerializer(str, return_type=str)]
 KeyValues = Annotated[dict[str, str], NoDecode, _from_text(parse_key_values)]
 Names = Annotated[list[str], NoDecode, _from_text(_names)]
 ShellWords = Annotated[list[str], NoDecode, _from_text(shlex.split)]
+
+
+def _job_template(value: Any) -> dict[str, Any] | None:
+    """A job template file's manifest (an empty variable: none), or a manifest given as such."""
+    if isinstance(value, (str, Path)):
+        return read_job_template(value) if str(value) else None
+    return None if value is None else check_job_template(value)
+
+
+# a variable holding the path of a YAML or JSON file, read into the manifest it holds
+JobTemplateFile = Annotated[dict[str, Any] | None, NoDecode, BeforeValidator(_job_template)]
 
 
 def _is_section(annotation: Any) -> bool:
@@ -250,6 +262,7 @@ class KubernetesSettings(Section):
     kubeconfig: str | None = Field(None, validation_alias="KUBECONFIG")
     node_selector: KeyValues = Field(default_factory=dict, validation_alias="NODE_SELECTOR")
     image_pull_secrets: Names = Field(default_factory=list, validation_alias="IMAGE_PULL_SECRETS")
+    job_template: JobTemplateFile = Field(None, validation_alias="PFCON_KUBERNETES_JOB_TEMPLATE")
 
 
 class ComputeSettings(Section):

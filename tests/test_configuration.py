@@ -7,6 +7,8 @@ service and run real containers.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import uuid
@@ -162,16 +164,78 @@ def test_settings_make_swift_slurm_and_kubernetes_blocks(pfcon_env, monkeypatch,
     assert "network_mode" not in kubernetes.model_dump()
 
 
-def test_invalid_configuration_stops_up_with_one_line(tmp_path):
+def _refused_up(tmp_path: Path, variables: dict[str, str]) -> list[str]:
+    """The stderr lines of an ``up`` (of the code under test) that must stop before it starts anything."""
     env = {"PATH": "/usr/bin:/bin", "PFCON_STATE_DIR": str(tmp_path / "state"),
-           "PFCON_INNETWORK": "false", "STORAGE_ENV": "swift"}
+           "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **variables}
     result = subprocess.run([sys.executable, "-m", "prefect_pfcon.cli", "up"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
+    assert not (tmp_path / "state").exists()
+    return result.stderr.strip().splitlines()
+
+
+def test_invalid_configuration_stops_up_with_one_line(tmp_path):
+    assert _refused_up(tmp_path, {"PFCON_INNETWORK": "false", "STORAGE_ENV": "swift"}) == [
         "prefect-pfcon: invalid configuration: STORAGE_ENV=swift needs PFCON_INNETWORK=true"
     ]
-    assert not (tmp_path / "state").exists()
+
+
+JOB_TEMPLATE_YAML = """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  annotations: {example.org/site: gpu-farm}
+spec:
+  template:
+    spec:
+      priorityClassName: gpu-high
+      tolerations:
+      - {key: example.org/gpu, operator: Exists, effect: NoSchedule}
+"""
+JOB_TEMPLATE = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"annotations": {"example.org/site": "gpu-farm"}},
+                "spec": {"template": {"spec": {"priorityClassName": "gpu-high", "tolerations": [
+                    {"key": "example.org/gpu", "operator": "Exists", "effect": "NoSchedule"}]}}}}
+
+
+def test_kubernetes_job_template_is_read_from_its_file(pfcon_env, tmp_path):
+    """Pure construction: ``PFCON_KUBERNETES_JOB_TEMPLATE`` names a YAML or JSON file whose
+    manifest becomes the block's ``job_template``; unset or empty, there is none."""
+    kubernetes = {"CONTAINER_ENV": "kubernetes", "VOLUME_NAME": "h13-pvc"}
+    assert compute_from_settings(pfcon_env(**kubernetes)).job_template is None
+    (tmp_path / "job.yaml").write_text(JOB_TEMPLATE_YAML)
+    settings = pfcon_env(**kubernetes, PFCON_KUBERNETES_JOB_TEMPLATE=str(tmp_path / "job.yaml"))
+    assert compute_from_settings(settings).job_template == JOB_TEMPLATE
+    (tmp_path / "job.json").write_text(json.dumps(JOB_TEMPLATE, indent="\t"))
+    settings = pfcon_env(**kubernetes, PFCON_KUBERNETES_JOB_TEMPLATE=str(tmp_path / "job.json"))
+    assert compute_from_settings(settings).job_template == JOB_TEMPLATE
+    assert compute_from_settings(pfcon_env(PFCON_KUBERNETES_JOB_TEMPLATE="", **kubernetes)).job_template is None
+
+
+@pytest.mark.parametrize(("name", "text", "reason"), [
+    ("absent.yaml", None, "cannot read .*absent.yaml: No such file or directory"),
+    ("job.yaml", "kind: Job\n  bad: [", "job.yaml is not valid YAML: mapping values are not allowed here"),
+    ("job.json", "{'kind': 'Job'}", "job.json is not valid JSON: Expecting property name"),
+    ("job.yaml", "- kind: Job\n", "job.yaml: a job template is a mapping"),
+    ("job.yaml", "apiVersion: v1\nkind: Pod\n", "job.yaml: a job template is a batch/v1 Job, not v1 Pod"),
+    ("job.yaml", JOB_TEMPLATE_YAML + "      containers: [{name: c, image: busybox}]\n",
+     "containers are one at most, with volumeMounts only"),
+])
+def test_a_bad_kubernetes_job_template_is_refused(pfcon_env, tmp_path, name, text, reason):
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ValidationError, match=f"PFCON_KUBERNETES_JOB_TEMPLATE\n.*{reason}"):
+        pfcon_env(PFCON_KUBERNETES_JOB_TEMPLATE=str(tmp_path / name))
+
+
+def test_a_job_template_that_is_no_job_stops_up_with_one_line(tmp_path):
+    (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Pod\n")
+    variables = {"CONTAINER_ENV": "kubernetes", "VOLUME_NAME": "h13-pvc",
+                 "PFCON_KUBERNETES_JOB_TEMPLATE": str(tmp_path / "pod.yaml")}
+    assert _refused_up(tmp_path, variables) == [
+        f"prefect-pfcon: invalid configuration: PFCON_KUBERNETES_JOB_TEMPLATE: {tmp_path / 'pod.yaml'}: "
+        "a job template is a batch/v1 Job, not v1 Pod"
+    ]
 
 
 def _start_with_dotenv(session_tmp: Path, primary: Service, name: str, dotenv: str) -> Service:

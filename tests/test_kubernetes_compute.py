@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 from kubernetes import client
+from pydantic import ValidationError
 
 from compute_jobs import BUSYBOX, make_key_dir, plugin_job
 from prefect_pfcon.blocks.compute import ComputeError, ContainerJob, ForeignContainer, KubernetesCompute
+from prefect_pfcon.lib.job_template import merge_job_template
 from prefect_pfcon.names import FLOW_RUN_LABEL
 from prefect_pfcon.models import JobStatus
 
@@ -143,3 +146,115 @@ def test_a_silent_plugin_has_empty_logs(kubernetes: KubernetesCompute, store: Pa
     assert kubernetes.logs(job.name) == ""
     assert {logs for _, logs in seen} == {""} and JobStatus.STARTED in {status for status, _ in seen}
     kubernetes.remove(job.name)
+
+
+GPU_TOLERATION = {"key": "example.org/gpu", "operator": "Exists", "effect": "NoSchedule"}
+JOB_TEMPLATE = {
+    "apiVersion": "batch/v1", "kind": "Job",
+    "metadata": {"annotations": {"example.org/site": "gpu-farm"}, "labels": {"example.org/team": "mri"}},
+    "spec": {"ttlSecondsAfterFinished": 60, "template": {
+        "metadata": {"annotations": {"example.org/scheduler": "gang"}, "labels": {"org.chrisproject.jid": "x"}},
+        "spec": {
+            "tolerations": [GPU_TOLERATION],
+            "nodeSelector": {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "no-such-node"},
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [{"name": "plugin", "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+            "enableServiceLinks": False,
+            "restartPolicy": "OnFailure",
+        },
+    }},
+}
+
+
+def test_job_template_merge_is_pure_logic():
+    """Pure logic: the block's Job over a template; the template is not changed."""
+    ours = {"metadata": {"name": "k8s-1", "labels": {"org.chrisproject.jid": "k8s-1"}},
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "template": {
+                "metadata": {"labels": {"org.chrisproject.jid": "k8s-1"}},
+                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                         "nodeSelector": {"kubernetes.io/hostname": "node-1"},
+                         "imagePullSecrets": [{"name": "regcred"}],
+                         "volumes": [{"name": "storebase", "hostPath": {"path": "/s"}}],
+                         "containers": [{"name": "k8s-1", "image": "busybox",
+                                         "volumeMounts": [{"name": "storebase", "mountPath": "/share/outgoing"}]}]}}}}
+    template = {**JOB_TEMPLATE, "spec": {**JOB_TEMPLATE["spec"], "template": {
+        **JOB_TEMPLATE["spec"]["template"], "spec": {**JOB_TEMPLATE["spec"]["template"]["spec"],
+                                                     "automountServiceAccountToken": True,
+                                                     "serviceAccountName": "plugins",
+                                                     "imagePullSecrets": [{"name": "site"}, {"name": "regcred"}]}}}}
+    before = copy.deepcopy(template)
+    merged = merge_job_template(template, ours)
+    assert template == before
+    assert merged["metadata"] == {"name": "k8s-1", "annotations": {"example.org/site": "gpu-farm"},
+                                  "labels": {"example.org/team": "mri", "org.chrisproject.jid": "k8s-1"}}
+    assert merged["spec"]["ttlSecondsAfterFinished"] == 86400 and merged["spec"]["backoffLimit"] == 0
+    pod_metadata = merged["spec"]["template"]["metadata"]
+    assert pod_metadata == {"annotations": {"example.org/scheduler": "gang"},
+                            "labels": {"org.chrisproject.jid": "k8s-1"}}
+    pod = merged["spec"]["template"]["spec"]
+    assert (pod["tolerations"], pod["restartPolicy"], pod["enableServiceLinks"]) == ([GPU_TOLERATION], "Never", False)
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "node-1"}
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("plugins", True)
+    assert [v["name"] for v in pod["volumes"]] == ["scratch", "storebase"]
+    assert pod["imagePullSecrets"] == [{"name": "site"}, {"name": "regcred"}]
+    assert pod["containers"] == [{"name": "k8s-1", "image": "busybox", "volumeMounts": [
+        {"name": "storebase", "mountPath": "/share/outgoing"}, {"name": "scratch", "mountPath": "/scratch"}]}]
+
+
+@pytest.mark.parametrize(("template", "reason"), [
+    ([], "Input should be a valid dictionary"),
+    ({"apiVersion": "v1", "kind": "Pod"}, "a batch/v1 Job, not v1 Pod"),
+    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": []}}, "spec.template is a mapping"),
+    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"containers": [
+        {"name": "plugin", "image": "other"}]}}}}, "containers are one at most, with volumeMounts only"),
+    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"volumes": [
+        {"name": "storebase", "emptyDir": {}}]}}}}, "the volume name storebase is the block's"),
+    ({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": {"containers": [
+        {"volumeMounts": [{"name": "x", "mountPath": "/share/incoming"}]}]}}}}, "mount path /share/incoming"),
+])
+def test_job_templates_the_block_refuses(template, reason):
+    """Pure logic: a template that is no Job, or takes the block's names, is refused by the block."""
+    with pytest.raises(ValidationError, match=reason):
+        KubernetesCompute(store_base="/s", job_template=template)
+
+
+def test_job_template_reaches_the_job_and_its_pod(kubernetes: KubernetesCompute, store: Path):
+    """A site's template (a toleration, annotations, an extra volume) on the real Job and pod,
+    around the block's own plugin container, limits and storeBase mounts."""
+    [node] = kubernetes.core.list_node().items
+    templated = KubernetesCompute(volume_type="host", store_base=kubernetes.store_base, image_pull_policy="Never",
+                                  job_labels=kubernetes.job_labels, job_template=JOB_TEMPLATE,
+                                  node_selector={"kubernetes.io/hostname": node.metadata.name})  # wins
+    job = container_job(store, "echo scratch > /scratch/x; cat /scratch/x; cp /share/incoming/a.txt /share/outgoing/")
+    templated.submit(job)
+    try:
+        deadline = time.monotonic() + 60  # a pod the node cannot take stays notStarted
+        while templated.state(job.name).status is JobStatus.NOT_STARTED:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert templated.wait(job.name) == 0
+        assert templated.logs(job.name) == "scratch\n" and (store / "outgoing" / "a.txt").read_text() == "input\n"
+        manifest = templated.batch.read_namespaced_job(job.name, "default")
+        assert manifest.metadata.annotations["example.org/site"] == "gpu-farm"
+        assert manifest.metadata.labels["example.org/team"] == "mri"
+        assert manifest.metadata.labels["org.test.suite"] == "prefect-pfcon"
+        assert (manifest.spec.backoff_limit, manifest.spec.ttl_seconds_after_finished) == (0, 24 * 3600)
+        [pod] = templated.core.list_namespaced_pod("default", label_selector=f"job-name={job.name}").items
+        assert pod.metadata.annotations["example.org/scheduler"] == "gang"
+        assert pod.metadata.labels["org.chrisproject.jid"] == job.name
+        assert client.V1Toleration(key="example.org/gpu", operator="Exists", effect="NoSchedule") in (
+            pod.spec.tolerations)
+        assert (pod.spec.restart_policy, pod.spec.enable_service_links, pod.spec.automount_service_account_token) == (
+            "Never", False, False)
+        assert pod.spec.node_selector == {"kubernetes.io/os": "linux", "kubernetes.io/hostname": node.metadata.name}
+        assert [volume.name for volume in pod.spec.volumes] == ["scratch", "storebase"]
+        [container] = pod.spec.containers
+        assert (container.name, container.image, container.command[0]) == (job.name, BUSYBOX, "sh")
+        assert container.resources.limits == {"cpu": "500m", "memory": "200Mi"}
+        assert [(m.name, m.mount_path, m.sub_path) for m in container.volume_mounts] == [
+            ("storebase", "/share/incoming", f"{store.name}/incoming"),
+            ("storebase", "/share/outgoing", f"{store.name}/outgoing"), ("scratch", "/scratch", None)]
+        assert container.env[0].value_from.secret_key_ref.name == f"{job.name}-env"
+        assert container.security_context.capabilities.drop == ["ALL"]
+    finally:
+        templated.remove(job.name)

@@ -1,7 +1,7 @@
 """Kubernetes compute: each plugin container runs as a batch/v1 Job named after the jid.
 
 The Job's env values are in a Secret (``<jid>-env``, owned by the Job); its manifest names
-only the Secret's keys.
+only the Secret's keys. A site's job template (``job_template``) gives the rest of the Job.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from prefect_pfcon.blocks.compute.base import (
     ZERO_TIME,
@@ -32,9 +32,10 @@ from prefect_pfcon.names import JID_LABEL, JOB_TYPE_LABEL
 from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.lib.command import INCOMING, OUTGOING
+from prefect_pfcon.lib.job_template import (SHM_PATH, SHM_VOLUME, STORE_VOLUME, check_job_template,
+                                            merge_job_template)
 
 JOB_TYPE_LABEL_K8S = "chrisproject.org/job-type"
-STORE_VOLUME = "storebase"
 POLL_SECONDS = 0.5
 REMOVE_TIMEOUT_SECONDS = 60
 STARTED_PHASES = ("Running", "Succeeded", "Failed")
@@ -111,9 +112,21 @@ class KubernetesCompute(ComputeBlock):
     image_pull_secrets: list[str] = Field(default_factory=list, description="Image pull secrets (IMAGE_PULL_SECRETS).")
     image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of plugin containers.")
     service_account: str | None = Field(None, description="Service account of plugin pods.")
+    job_template: dict[str, Any] | None = Field(
+        None, description="A batch/v1 Job manifest the plugin Jobs are built on, like a Prefect kubernetes "
+        "work pool's base job template: its tolerations, affinity, priorityClassName, annotations, "
+        "serviceAccountName, extra volumes (and mounts in a container holding volumeMounts only) are kept; "
+        "the block sets the plugin container, its limits and storeBase mounts "
+        "(PFCON_KUBERNETES_JOB_TEMPLATE; README \"Kubernetes job template\").",
+    )
 
     _api_client: client.ApiClient | None = PrivateAttr(None)
     _server_minor: int | None = PrivateAttr(None)
+
+    @field_validator("job_template")
+    @classmethod
+    def _checked_template(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if template is None else check_job_template(template)
 
     @property
     def compute_volume_type(self) -> str:  # type: ignore[override]
@@ -182,7 +195,7 @@ class KubernetesCompute(ComputeBlock):
             client.V1VolumeMount(name=STORE_VOLUME, mount_path=OUTGOING, sub_path=self._sub_path(job.outgoing)),
         ]
         if self.shm_size:
-            mounts.append(client.V1VolumeMount(name="shm", mount_path="/dev/shm"))
+            mounts.append(client.V1VolumeMount(name=SHM_VOLUME, mount_path=SHM_PATH))
         user = ContainerUser.parse(self.container_user)
         return client.V1Container(
             name=job.name,
@@ -221,11 +234,12 @@ class KubernetesCompute(ComputeBlock):
         return client.V1Secret(metadata=metadata, type="Opaque", string_data=values)
 
     def manifest(self, job: ContainerJob) -> client.V1Job:
-        """The batch/v1 Job of a plugin container (its env values are in ``env_secret``)."""
+        """The batch/v1 Job of a plugin container (its env values are in ``env_secret``),
+        merged over the job template if there is one."""
         labels = self._labels(job)
         volumes = [self._volume()]
         if self.shm_size:
-            volumes.append(client.V1Volume(name="shm", empty_dir=client.V1EmptyDirVolumeSource(
+            volumes.append(client.V1Volume(name=SHM_VOLUME, empty_dir=client.V1EmptyDirVolumeSource(
                 medium="Memory", size_limit=f"{self.shm_size}Mi")))
         pod = client.V1PodSpec(
             restart_policy="Never",
@@ -251,7 +265,17 @@ class KubernetesCompute(ComputeBlock):
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
             ]}
-        return client.V1Job(metadata=client.V1ObjectMeta(name=job.name, labels=labels), spec=spec)
+        metadata = client.V1ObjectMeta(name=job.name, namespace=self.namespace, labels=labels)
+        manifest = client.V1Job(metadata=metadata, spec=spec)
+        return manifest if self.job_template is None else self._templated(manifest)
+
+    def _templated(self, manifest: client.V1Job) -> client.V1Job:
+        """``manifest`` merged over the job template, as the client's model."""
+        merged = merge_job_template(self.job_template or {}, self.api_client.sanitize_for_serialization(manifest))
+        try:
+            return self.api_client.deserialize(json.dumps(merged), "V1Job", None)
+        except (TypeError, ValueError) as error:
+            raise ComputeError(f"The job template makes no valid Job: {error}") from None
 
     def submit(self, job: ContainerJob) -> None:
         """Create the env Secret, then the Job, then make the Job the Secret's owner (the
