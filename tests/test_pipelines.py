@@ -98,6 +98,15 @@ def test_tree_navigation_and_output_layout():
 # ----- pipelines run for real -----------------------------------------------------------------
 
 
+def test_the_pipeline_deployment_has_a_typed_form(service: Service):
+    deployment = service.prefect("get", "/deployments/name/pfcon-pipeline/pfcon").json()
+    assert {"pfcon", "pipeline"} <= set(deployment["tags"])
+    schema = deployment["parameter_openapi_schema"]
+    assert sorted(schema["required"]) == ["input_dirs", "output_dir", "pipeline"]
+    node = schema["definitions"]["PipelineNode"]["properties"]
+    assert all(field.get("description") for field in node.values()) and "previous_index" in node
+
+
 def test_a_branching_pipeline_runs_as_one_flow(service: Service):
     input_dir, feed = new_input(service)
     other_input, other_feed = new_input(service)
