@@ -1,4 +1,5 @@
-"""Batch reprocessing: one whole pfcon job (or pipeline) per selected input, under a concurrency limit."""
+"""Batch reprocessing: one whole pfcon job (or pipeline run) per selected input, under a
+concurrency limit."""
 
 from __future__ import annotations
 
@@ -94,9 +95,9 @@ def reprocess_flow(
     storage_block: str = DEFAULT_STORAGE_BLOCK,
     compute_block: str = DEFAULT_COMPUTE_BLOCK,
 ) -> list[dict[str, Any]]:
-    """Run ``plugin`` (or ``pipeline``) on every selected input, at most ``concurrency_limit`` jobs at once
-    (a Prefect global concurrency limit, shared by all reprocessing runs and never by the
-    API's own jobs); failed inputs are retried ``retries`` times; inputs whose output dir
+    """Run ``plugin`` (or ``pipeline``) on every selected input, at most ``concurrency_limit``
+    jobs at once (a Prefect global concurrency limit, shared by all reprocessing runs and never
+    by the API's own jobs); failed inputs are retried ``retries`` times; inputs whose output dir
     already has files are skipped unless ``force``. Ends with a summary table artifact.
 
     Args:
