@@ -10,8 +10,10 @@ from prefect_pfcon.models import JobStep, PluginJob
 
 JOB_FLOW_NAME = "pfcon-job"
 REPROCESS_FLOW_NAME = "pfcon-reprocess"
+PIPELINE_FLOW_NAME = "pfcon-pipeline"
 DEPLOYMENT_NAME = "pfcon"
-"""The deployments the embedded runner serves (``pfcon-job/pfcon``, ``pfcon-reprocess/pfcon``)."""
+"""The deployments the embedded runner serves (``pfcon-job/pfcon``, ``pfcon-reprocess/pfcon``,
+``pfcon-pipeline/pfcon``)."""
 DEFAULT_STORAGE_BLOCK = "pfcon-storage"
 DEFAULT_COMPUTE_BLOCK = "pfcon-compute"
 SERVICE_TAG = "pfcon"
@@ -37,6 +39,11 @@ def step_run_name(step: JobStep, jid: str) -> str:
 def job_tags(jid: str) -> list[str]:
     """Tags of a job's flow run."""
     return [f"jid:{jid}", SERVICE_TAG]
+
+
+def pipeline_tag(pipeline_id: str) -> str:
+    """The tag of a pipeline's flow run and of its nodes' job flow runs: ``pipeline:<id>``."""
+    return f"pipeline:{pipeline_id}"
 
 
 RESOURCE_UNITS = {"cpu": "m", "memory": "Mi", "gpu": ""}

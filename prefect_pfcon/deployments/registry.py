@@ -15,6 +15,7 @@ from prefect.utilities.callables import ParameterSchema, parameter_schema
 from prefect_pfcon.blocks import COMPUTE_BLOCKS, STORAGE_BLOCKS, ComputeBlock, StorageBlock
 from prefect_pfcon.blocks.compute.volumes import volume_mountpoint
 from prefect_pfcon.flows.job import job_flow
+from prefect_pfcon.flows.pipeline import pipeline_flow
 from prefect_pfcon.flows.reprocess import reprocess_flow
 from prefect_pfcon.names import DEPLOYMENT_NAME, SERVICE_TAG
 from prefect_pfcon.settings import PfconSettings, Section
@@ -95,9 +96,10 @@ EXAMPLE_REPROCESS_SCHEDULE = Cron(
 async def apply_deployments() -> dict[UUID, Flow]:
     """Create or update the deployments the embedded runner serves; their ids with their flows.
 
-    The job deployment (``pfcon-job/pfcon``: a whole job from the Prefect UI's run form) and
-    the reprocessing deployment (``pfcon-reprocess/pfcon``, with a nightly example schedule,
-    paused). The API's own jobs are flow runs of the same job flow.
+    The job deployment (``pfcon-job/pfcon``: a whole job from the Prefect UI's run form), the
+    reprocessing deployment (``pfcon-reprocess/pfcon``, with a nightly example schedule,
+    paused) and the pipeline deployment (``pfcon-pipeline/pfcon``). The API's own jobs are
+    flow runs of the same job flow.
     """
     job = await job_flow.to_deployment(name=DEPLOYMENT_NAME, tags=[SERVICE_TAG, "job"], description=job_flow.description)
     job_id = await job.apply()
@@ -110,7 +112,9 @@ async def apply_deployments() -> dict[UUID, Flow]:
         description=reprocess_flow.description,
         schedules=[EXAMPLE_REPROCESS_SCHEDULE],
     )
-    return {job_id: job_flow, await reprocess.apply(): reprocess_flow}
+    pipeline = await pipeline_flow.to_deployment(
+        name=DEPLOYMENT_NAME, tags=[SERVICE_TAG, "pipeline"], description=pipeline_flow.description)
+    return {job_id: job_flow, await reprocess.apply(): reprocess_flow, await pipeline.apply(): pipeline_flow}
 
 
 def whole_job_form() -> ParameterSchema:

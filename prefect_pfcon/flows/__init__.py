@@ -1,1 +1,1 @@
-"""The pfcon job flow and the batch reprocessing flow built on it."""
+"""The pfcon job flow and the flows built on it: batch reprocessing and ChRIS pipelines."""

@@ -1,1 +1,1 @@
-"""Prefect tasks: the four pfcon job steps and the reprocessing summary."""
+"""Prefect tasks: the four pfcon job steps and the reprocessing and pipeline summaries."""

@@ -1,4 +1,4 @@
-"""Artifacts operators see in the Prefect UI beside a reprocessing run."""
+"""Artifacts operators see in the Prefect UI beside a reprocessing or pipeline run."""
 
 from __future__ import annotations
 
