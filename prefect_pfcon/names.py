@@ -15,6 +15,8 @@ DEPLOYMENT_NAME = "pfcon"
 DEFAULT_STORAGE_BLOCK = "pfcon-storage"
 DEFAULT_COMPUTE_BLOCK = "pfcon-compute"
 SERVICE_TAG = "pfcon"
+PLUGIN_LIMIT = "pfcon-plugins"
+"""The global concurrency limit a plugin holds a slot of while it runs (``PFCON_MAX_RUNNING_PLUGINS``)."""
 
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
 JID_LABEL = "org.chrisproject.jid"

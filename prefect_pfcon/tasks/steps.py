@@ -17,8 +17,9 @@ from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.job_secrets import mask, masked_values, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
-from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, TASK_RUN_LABEL
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, PLUGIN_LIMIT, TASK_RUN_LABEL
 from prefect_pfcon.tasks.artifacts import artifact_key
+from prefect_pfcon.tasks.plugin_slot import SlotWaitEnded, plugin_slot
 from prefect_pfcon.lib.command import build_plugin_command
 from prefect_pfcon.lib.log_records import grouped_lines
 
@@ -50,14 +51,22 @@ def plugin_step(
     flow_run_id: str,
     task_run_id: str,
     removed: Callable[[], bool],
+    slot_taken: Callable[[], None],
 ) -> int | State:
     """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted,
     its output in this task run's logs; re-attach to the container this attempt started
-    before a restart. Ends Cancelled when a client DELETE ``removed`` it."""
+    before a restart. With ``max_running_plugins``, hold a ``pfcon-plugins`` slot while the
+    container is launched and watched (``slot_taken`` once it is held). Ends Cancelled when a
+    client DELETE ``removed`` it."""
     spec = container_job(job, storage, flow_run_id, task_run_id)
-    launch_container(compute, spec, task_run_id)
+    limit = PLUGIN_LIMIT if compute.max_running_plugins else None
+    attached = limit is not None and _started_by(compute, spec, task_run_id)
     try:
-        exit_code = watch_container(compute, spec)
+        with plugin_slot(limit, task_run_id, wait=not attached, taken=slot_taken, removed=removed):
+            launch_container(compute, spec, task_run_id)
+            exit_code = watch_container(compute, spec)
+    except SlotWaitEnded as ended:
+        return Cancelled(message=str(ended))
     except Exception:  # the backend lost the container: a client DELETE, or a failure
         if removed():
             return Cancelled(message=REMOVED_BY_CLIENT)
@@ -106,6 +115,12 @@ def container_job(job: PluginJob, storage: StorageBlock, flow_run_id: str, task_
         labels={JOB_TYPE_LABEL: "plugin", JID_LABEL: job.jid, FLOW_RUN_LABEL: flow_run_id,
                 TASK_RUN_LABEL: task_run_id},
     )
+
+
+def _started_by(compute: ComputeBlock, job: ContainerJob, task_run_id: str) -> bool:
+    """Whether the attempt ``task_run_id`` already started the job's container."""
+    existing = compute.own_state(job.name, job.labels[JID_LABEL])
+    return existing is not None and existing.task_run_id == task_run_id
 
 
 def launch_container(compute: ComputeBlock, job: ContainerJob, task_run_id: str) -> bool:

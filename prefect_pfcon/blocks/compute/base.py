@@ -154,6 +154,10 @@ class ComputeBlock(Block, ABC):
     pids_limit: int | None = Field(
         1024, ge=1, description="Most processes a plugin container may run (PFCON_PIDS_LIMIT; none: no limit)."
     )
+    max_running_plugins: int | None = Field(
+        None, ge=1, description="Plugins running at once (PFCON_MAX_RUNNING_PLUGINS; none: no limit): each "
+        "holds a slot of the global concurrency limit pfcon-plugins, which has this many."
+    )
 
     def server_info(self) -> dict[str, str]:
         """The compute part of pfcon's server-info answer."""
