@@ -24,6 +24,8 @@ FLOW_RUN_LABEL = "io.prefect.flow-run-id"
 """On a plugin container: the job's flow run."""
 TASK_RUN_LABEL = "io.prefect.task-run-id"
 """On a plugin container: the plugin task run (the attempt) that created it."""
+LEASE_LABEL = "io.prefect.concurrency-lease-id"
+"""On a plugin container: the lease of the ``pfcon-plugins`` slot it runs in (with a limit)."""
 
 
 def job_run_name(jid: str) -> str:

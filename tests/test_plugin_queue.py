@@ -15,8 +15,9 @@ import pytest
 from prefect_pfcon.models import JobStep
 from prefect_pfcon.names import PLUGIN_LIMIT
 
-from conftest import Service, fslink_replica, raw, wait_status
-from test_fslink_lifecycle import copied_job, plugin_descriptors, prefect_runs, sh_plugin
+from conftest import Service, _stop, fslink_replica, raw, wait_status
+from test_faults import killed, own_service
+from test_fslink_lifecycle import copied_job, plugin_descriptors, prefect_log_messages, prefect_runs, sh_plugin
 
 # waits for a file the test creates in the job's outgoing dir, then writes its output
 GATED = 'while [ ! -e "$2/go" ]; do sleep 0.1; done; echo done > "$2/out.txt"'
@@ -142,3 +143,39 @@ def test_the_waiting_cap_answers_503_and_creates_nothing(session_tmp: Path, fsli
         for _, out in jobs[1:]:
             release(service, out)
         assert [wait_status(client, JobType.PLUGIN, jid)["status"] for jid in jids] == ["finishedSuccessfully"] * 3
+
+
+def test_a_plugin_resumed_after_a_kill_keeps_its_slot(session_tmp: Path, docker_client: docker.DockerClient):
+    """Killed (its Prefect server with it) while one plugin runs and one waits: the running one
+    re-attaches in the slot it held (its lease renewed, long past the lease's 60 s), the
+    waiting one goes on waiting until it ends."""
+    service, restart = own_service(session_tmp, "queue-killed", PFCON_MAX_RUNNING_PLUGINS="1")
+    client = service.client()
+    jobs = [copied_job(service) for _ in range(2)]
+    jids = [jid for jid, _ in jobs]
+    for jid, out in jobs:
+        client.submit_job(JobType.PLUGIN, jid, sh_plugin(out, GATED))
+    until(lambda: statuses(client, jids)[0]["status"] == "started")
+    until(lambda: statuses(client, jids)[1]["message"] == "waiting for a plugin slot (0 ahead)")
+    container_id = docker_client.api.inspect_container(jids[0])["Id"]
+    killed(service)
+    killed_at = time.monotonic()
+    restarted = restart()
+    try:
+        client = restarted.client()
+        while time.monotonic() < killed_at + 90:  # the lease (60 s) and Prefect's sweep of expired ones (15 s)
+            assert [compute["status"] for compute in statuses(client, jids)] == ["started", "notStarted"]
+            assert plugin_limit(restarted)["active_slots"] == 1
+            time.sleep(2)
+        assert docker_client.api.inspect_container(jids[0])["Id"] == container_id  # re-attached
+        (first,) = prefect_runs(restarted, f"plugin-{jids[0]}")
+        assert any(line.startswith("Re-attached in the plugin slot it held")
+                   for line in prefect_log_messages(restarted, first["id"]))
+        release(restarted, jobs[0][1])
+        assert wait_status(client, JobType.PLUGIN, jids[0])["status"] == "finishedSuccessfully"
+        until(lambda: statuses(client, jids)[1]["status"] == "started")
+        release(restarted, jobs[1][1])
+        assert wait_status(client, JobType.PLUGIN, jids[1])["status"] == "finishedSuccessfully"
+        until(lambda: plugin_limit(restarted)["active_slots"] == 0, timeout=10)
+    finally:
+        _stop(restarted)

@@ -2,9 +2,11 @@
 
 A plugin holds one slot of ``pfcon-plugins`` (``PFCON_MAX_RUNNING_PLUGINS`` slots) from just
 before its container is launched until it is watched to its end, under a Prefect lease that a
-thread renews (a killed process's slot frees when its lease expires, ``LEASE_SECONDS``). While
-the limit is full, the waiting plugin asks again at Prefect's ``Retry-After`` (at most
-``POLL_SECONDS``), or at once when a plugin of this process gives its slot back.
+thread renews (a killed process's slot frees when its lease expires, ``LEASE_SECONDS``); the
+container carries the lease's id, so a plugin re-attaching after a restart renews the lease it
+runs under instead of asking for a new slot. While the limit is full, a waiting plugin asks
+again at Prefect's ``Retry-After`` (at most ``POLL_SECONDS``), or at once when a plugin of this
+process gives its slot back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from uuid import UUID
 
 import httpx
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency._leases import maintain_concurrency_lease
 
@@ -31,27 +33,41 @@ class SlotWaitEnded(Exception):
 
 
 @contextmanager
-def plugin_slot(limit: str | None, task_run_id: str, *, wait: bool, taken: Callable[[], None],
-                removed: Callable[[], bool]) -> Iterator[None]:
-    """Hold a slot of ``limit`` (none if ``None``) for the block; ``taken`` is called once it
-    is held. ``wait=False`` (a plugin re-attaching to its running container, whose slot its
-    killed predecessor's lease still counts) tries once and runs without a slot if none is
-    free. Raises ``SlotWaitEnded`` if ``removed`` while waiting."""
+def plugin_slot(limit: str | None, task_run_id: str, *, attached: bool, held: str | None,
+                taken: Callable[[], None], removed: Callable[[], bool]) -> Iterator[UUID | None]:
+    """Hold a slot of ``limit`` (none if ``None``) for the block; its lease's id, ``None``
+    without one. ``taken`` is called once it is held. A plugin ``attached`` to the container
+    it started renews the lease that container ran under (``held``), else takes a free slot
+    if there is one, else runs without (it does not wait for the slot it has). Raises
+    ``SlotWaitEnded`` if ``removed`` before it holds one."""
     if limit is None:
-        yield
+        yield None
         return
-    lease = _acquire(limit, UUID(task_run_id), wait, removed)
+    with get_client(sync_client=True) as client:
+        lease = _renewed(client, held) if held else None
+        if lease is None:
+            lease = _acquire(client, limit, UUID(task_run_id), not attached, removed)
     taken()
     if lease is None:
-        yield
+        yield None
         return
     try:
         if removed():
             raise SlotWaitEnded(REMOVED_WAITING)
         with maintain_concurrency_lease(lease, LEASE_SECONDS):
-            yield
+            yield lease
     finally:
         _release(lease)
+
+
+def _renewed(client: SyncPrefectClient, held: str) -> UUID | None:
+    """The lease ``held``, renewed; ``None`` if it expired."""
+    try:
+        client.renew_concurrency_lease(lease_id=UUID(held), lease_duration=LEASE_SECONDS)
+    except (httpx.HTTPStatusError, ValueError):
+        return None
+    get_run_logger().info("Re-attached in the plugin slot it held (lease %s)", held)
+    return UUID(held)
 
 
 def _release(lease: UUID) -> None:
@@ -62,36 +78,34 @@ def _release(lease: UUID) -> None:
         _released.notify_all()
 
 
-def _acquire(limit: str, task_run_id: UUID, wait: bool, removed: Callable[[], bool]) -> UUID | None:
+def _acquire(client: SyncPrefectClient, limit: str, task_run_id: UUID, wait: bool,
+             removed: Callable[[], bool]) -> UUID | None:
     """The lease of a slot of ``limit``; ``None`` if the limit does not exist, or is full and
     ``wait`` is false."""
     logger = get_run_logger()
     holder = ConcurrencyLeaseHolder(type="task_run", id=task_run_id)
     waiting = False
-    with get_client(sync_client=True) as client:
-        while True:
-            if removed():
-                raise SlotWaitEnded(REMOVED_WAITING)
-            try:
-                response = client.increment_concurrency_slots_with_lease(
-                    names=[limit], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=holder)
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:
-                    raise
-                if not wait:
-                    logger.info("Re-attached without a slot of %s: none is free (its earlier lease counts "
-                                "until it expires)", limit)
-                    return None
-                if not waiting:
-                    logger.info("Waiting for a slot of the concurrency limit %s", limit)
-                    waiting = True
-                with _released:
-                    _released.wait(min(float(exc.response.headers.get("Retry-After", POLL_SECONDS)),
-                                       POLL_SECONDS))
-                continue
-            body = response.json()
-            if not body.get("limits"):
-                logger.warning("The concurrency limit %s does not exist: running without a slot", limit)
+    while True:
+        if removed():
+            raise SlotWaitEnded(REMOVED_WAITING)
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[limit], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=holder)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:
+                raise
+            if not wait:
+                logger.warning("Re-attached without a slot of %s: none is free", limit)
                 return None
-            logger.info("Holding a slot of the concurrency limit %s", limit)
-            return UUID(body["lease_id"])
+            if not waiting:
+                logger.info("Waiting for a slot of the concurrency limit %s", limit)
+                waiting = True
+            with _released:
+                _released.wait(min(float(exc.response.headers.get("Retry-After", POLL_SECONDS)), POLL_SECONDS))
+            continue
+        body = response.json()
+        if not body.get("limits"):
+            logger.warning("The concurrency limit %s does not exist: running without a slot", limit)
+            return None
+        logger.info("Holding a slot of the concurrency limit %s", limit)
+        return UUID(body["lease_id"])

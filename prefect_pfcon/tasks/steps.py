@@ -6,6 +6,7 @@ Each takes its blocks and the step's job model; the task run is named ``<step>-<
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -17,7 +18,7 @@ from prefect_pfcon.blocks.compute import ComputeBlock, ContainerJob
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.job_secrets import mask, masked_values, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
-from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, PLUGIN_LIMIT, TASK_RUN_LABEL
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, LEASE_LABEL, PLUGIN_LIMIT, TASK_RUN_LABEL
 from prefect_pfcon.tasks.artifacts import artifact_key
 from prefect_pfcon.tasks.plugin_slot import SlotWaitEnded, plugin_slot
 from prefect_pfcon.lib.command import build_plugin_command
@@ -60,9 +61,14 @@ def plugin_step(
     client DELETE ``removed`` it."""
     spec = container_job(job, storage, flow_run_id, task_run_id)
     limit = PLUGIN_LIMIT if compute.max_running_plugins else None
-    attached = limit is not None and _started_by(compute, spec, task_run_id)
+    existing = compute.own_state(spec.name, job.jid) if limit is not None else None
+    attached = existing is not None and existing.task_run_id == task_run_id
+    held = existing.labels.get(LEASE_LABEL) if existing is not None and attached else None
     try:
-        with plugin_slot(limit, task_run_id, wait=not attached, taken=slot_taken, removed=removed):
+        with plugin_slot(limit, task_run_id, attached=attached, held=held, taken=slot_taken,
+                         removed=removed) as lease:
+            if lease is not None:
+                spec = replace(spec, labels={**spec.labels, LEASE_LABEL: str(lease)})
             launch_container(compute, spec, task_run_id)
             exit_code = watch_container(compute, spec)
     except SlotWaitEnded as ended:
@@ -115,12 +121,6 @@ def container_job(job: PluginJob, storage: StorageBlock, flow_run_id: str, task_
         labels={JOB_TYPE_LABEL: "plugin", JID_LABEL: job.jid, FLOW_RUN_LABEL: flow_run_id,
                 TASK_RUN_LABEL: task_run_id},
     )
-
-
-def _started_by(compute: ComputeBlock, job: ContainerJob, task_run_id: str) -> bool:
-    """Whether the attempt ``task_run_id`` already started the job's container."""
-    existing = compute.own_state(job.name, job.labels[JID_LABEL])
-    return existing is not None and existing.task_run_id == task_run_id
 
 
 def launch_container(compute: ComputeBlock, job: ContainerJob, task_run_id: str) -> bool:
