@@ -23,6 +23,17 @@ from test_fslink_lifecycle import copied_job, plugin_descriptors, prefect_log_me
 GATED = 'while [ ! -e "$2/go" ]; do sleep 0.1; done; echo done > "$2/out.txt"'
 
 
+def post_gated(service: Service, count: int) -> tuple[list[tuple[str, str]], list[str], list[dict]]:
+    """``count`` copied jobs whose gated plugins were posted back to back, once the first
+    runs: the jobs (jid, output dir), their jids and the POST answers' compute objects."""
+    client = service.client()
+    jobs = [copied_job(service) for _ in range(count)]
+    jids = [jid for jid, _ in jobs]
+    answers = [client.submit_job(JobType.PLUGIN, jid, sh_plugin(out, GATED))["compute"] for jid, out in jobs]
+    until(lambda: statuses(client, jids[:1])[0]["status"] == "started")
+    return jobs, jids, answers
+
+
 def release(service: Service, output_dir: str) -> None:
     """Let the job's gated plugin end."""
     outgoing = service.store_base / output_dir
@@ -54,6 +65,12 @@ def containers(docker_client: docker.DockerClient, jids: list[str]) -> dict[str,
     return found
 
 
+def engine_time(text: str) -> str:
+    """A Docker timestamp (RFC 3339, trailing zeros of its nanoseconds dropped) that sorts."""
+    seconds, _, fraction = text.rstrip("Z").partition(".")
+    return f"{seconds}.{fraction.ljust(9, '0')}"
+
+
 def plugin_limit(service: Service) -> dict:
     return service.prefect("get", f"/v2/concurrency_limits/{PLUGIN_LIMIT}").json()
 
@@ -62,31 +79,26 @@ def test_plugins_over_the_limit_wait_and_start_in_post_order(session_tmp: Path, 
                                                             docker_client: docker.DockerClient):
     with fslink_replica(session_tmp, fslink_service, "queue", {"PFCON_MAX_RUNNING_PLUGINS": "1"}) as service:
         client = service.client()
-        jobs = [copied_job(service) for _ in range(3)]
-        jids = [jid for jid, _ in jobs]
         assert plugin_limit(service)["limit"] == 1  # the Prefect UI's Concurrency page shows it
-        answers = [client.submit_job(JobType.PLUGIN, jid, sh_plugin(out, GATED)) for jid, out in jobs]
-        assert [answer["compute"]["status"] for answer in answers] == ["notStarted"] * 3  # no 503
+        jobs, jids, answers = post_gated(service, 3)
+        assert [answer["status"] for answer in answers] == ["notStarted"] * 3  # accepted, no 503
 
-        seen_running: list[str] = []
         for position, (jid, out) in enumerate(jobs):
             until(lambda: client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"] == "started")
-            seen_running.append(jid)
             time.sleep(1)  # the others go on waiting while it runs
             now = statuses(client, jids)
             # the POST's answer (notStarted, created) but for the message
-            assert now[position + 1:] == [{**answer["compute"], "message": f"waiting for a plugin slot ({ahead} ahead)"}
+            assert now[position + 1:] == [{**answer, "message": f"waiting for a plugin slot ({ahead} ahead)"}
                                           for ahead, answer in enumerate(answers[position + 1:])]
             assert list(containers(docker_client, jids)) == jids[:position + 1]  # none of the waiting has one
             running = [j for j, state in containers(docker_client, jids).items() if state["Running"]]
             assert running == [jid]
             release(service, out)
             assert wait_status(client, JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
-        assert seen_running == jids
 
         engine = containers(docker_client, jids)
-        started = [engine[jid]["StartedAt"] for jid in jids]
-        finished = [engine[jid]["FinishedAt"] for jid in jids]
+        started = [engine_time(engine[jid]["StartedAt"]) for jid in jids]
+        finished = [engine_time(engine[jid]["FinishedAt"]) for jid in jids]
         assert started == sorted(started)  # in POST order
         assert all(finished[i] <= started[i + 1] for i in range(2))  # never two at once
         assert all((service.store_base / out / "out.txt").read_text() == "done\n" for _, out in jobs)
@@ -97,11 +109,7 @@ def test_a_plugin_deleted_while_it_waits_leaves_the_queue(session_tmp: Path, fsl
                                                           docker_client: docker.DockerClient):
     with fslink_replica(session_tmp, fslink_service, "queue-delete", {"PFCON_MAX_RUNNING_PLUGINS": "1"}) as service:
         client = service.client()
-        jobs = [copied_job(service) for _ in range(3)]
-        jids = [jid for jid, _ in jobs]
-        for jid, out in jobs:
-            client.submit_job(JobType.PLUGIN, jid, sh_plugin(out, GATED))
-        until(lambda: statuses(client, jids)[0]["status"] == "started")
+        jobs, jids, _ = post_gated(service, 3)
         until(lambda: statuses(client, jids)[2]["message"] == "waiting for a plugin slot (1 ahead)")
         client.delete_job(JobType.PLUGIN, jids[1])
         assert statuses(client, [jids[2]])[0]["message"] == "waiting for a plugin slot (0 ahead)"
@@ -151,11 +159,7 @@ def test_a_plugin_resumed_after_a_kill_keeps_its_slot(session_tmp: Path, docker_
     waiting one goes on waiting until it ends."""
     service, restart = own_service(session_tmp, "queue-killed", PFCON_MAX_RUNNING_PLUGINS="1")
     client = service.client()
-    jobs = [copied_job(service) for _ in range(2)]
-    jids = [jid for jid, _ in jobs]
-    for jid, out in jobs:
-        client.submit_job(JobType.PLUGIN, jid, sh_plugin(out, GATED))
-    until(lambda: statuses(client, jids)[0]["status"] == "started")
+    jobs, jids, _ = post_gated(service, 2)
     until(lambda: statuses(client, jids)[1]["message"] == "waiting for a plugin slot (0 ahead)")
     container_id = docker_client.api.inspect_container(jids[0])["Id"]
     killed(service)
