@@ -167,7 +167,8 @@ def test_a_plugin_resumed_after_a_kill_keeps_its_slot(session_tmp: Path, docker_
     restarted = restart()
     try:
         client = restarted.client()
-        while time.monotonic() < killed_at + 90:  # the lease (60 s) and Prefect's sweep of expired ones (15 s)
+        # two leases (60 s each, renewed at restart, then every 45 s) and Prefect's sweep (15 s)
+        while time.monotonic() < killed_at + 135:
             assert [compute["status"] for compute in statuses(client, jids)] == ["started", "notStarted"]
             assert plugin_limit(restarted)["active_slots"] == 1
             time.sleep(2)

@@ -20,9 +20,10 @@ import httpx
 from prefect import get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-from prefect.concurrency._leases import maintain_concurrency_lease
 
 LEASE_SECONDS = 60.0  # Prefect's shortest lease
+RENEW_SECONDS, RETRY_SECONDS = 45.0, 5.0
+LEASE_GONE = 410
 POLL_SECONDS = 2.0
 REMOVED_WAITING = "Removed by a client DELETE before it held a plugin slot"
 _released = threading.Condition()
@@ -54,10 +55,41 @@ def plugin_slot(limit: str | None, task_run_id: str, *, attached: bool, held: st
     try:
         if removed():
             raise SlotWaitEnded(REMOVED_WAITING)
-        with maintain_concurrency_lease(lease, LEASE_SECONDS):
+        with _renewing(lease):
             yield lease
     finally:
         _release(lease)
+
+
+@contextmanager
+def _renewing(lease: UUID) -> Iterator[None]:
+    """Renew the lease every ``RENEW_SECONDS`` until the block ends; after a failed renewal
+    (Prefect unreachable) try again every ``RETRY_SECONDS``, until Prefect says it is gone."""
+    logger = get_run_logger()
+    stop = threading.Event()
+
+    def renew() -> None:
+        pause = RENEW_SECONDS
+        with get_client(sync_client=True) as client:
+            while not stop.wait(pause):
+                try:
+                    client.renew_concurrency_lease(lease_id=lease, lease_duration=LEASE_SECONDS)
+                    pause = RENEW_SECONDS
+                except Exception as exc:
+                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == LEASE_GONE:
+                        logger.warning("The plugin slot's lease %s expired: the limit no longer counts "
+                                       "this plugin", lease)
+                        return
+                    logger.warning("Could not renew the plugin slot's lease %s: %s", lease, exc)
+                    pause = RETRY_SECONDS  # Prefect unreachable for now: the lease may still be saved
+
+    renewer = threading.Thread(target=renew, name=f"pfcon-slot-{lease}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=5)
 
 
 def _renewed(client: SyncPrefectClient, held: str) -> UUID | None:
