@@ -121,7 +121,7 @@ class ServiceSettings(Section):
     metrics_token_required: bool = Field(False, validation_alias="PFCON_METRICS_TOKEN_REQUIRED")
     history_days: float = Field(30.0, gt=1 / 24, validation_alias="PFCON_HISTORY_DAYS")
     delete_stops_plugin: bool = Field(False, validation_alias="PFCON_DELETE_STOPS_PLUGIN")
-    max_waiting_plugins: int | None = Field(None, ge=0, validation_alias="PFCON_MAX_WAITING_PLUGINS")
+    max_waiting_plugins: int | None = Field(None, ge=1, validation_alias="PFCON_MAX_WAITING_PLUGINS")
     notify_url: str = Field("", validation_alias="PFCON_NOTIFY_URL")
     notify_running_seconds: float = Field(86400.0, ge=10, validation_alias="PFCON_NOTIFY_RUNNING_SECONDS")
 

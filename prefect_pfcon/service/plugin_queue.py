@@ -39,8 +39,8 @@ class PluginQueue:
     def ahead(self, key: UUID) -> int | None:
         """How many wait before the attempt; ``None`` if it does not wait."""
         with self._lock:
-            for position, waiting in enumerate(self._keys):
-                if waiting == key:
+            for position, queued in enumerate(self._keys):
+                if queued == key:
                     return position
         return None
 
