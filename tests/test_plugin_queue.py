@@ -13,11 +13,13 @@ from pfconclient.exceptions import PfconRequestException
 import pytest
 
 from prefect_pfcon.models import JobStep
-from prefect_pfcon.names import PLUGIN_LIMIT
+from prefect_pfcon.names import LEASE_LABEL, PLUGIN_LIMIT
 
 from conftest import Service, _stop, fslink_replica, raw, wait_status
+from fixtures_tree import make_fslink_fixture
 from test_faults import killed, own_service
-from test_fslink_lifecycle import copied_job, plugin_descriptors, prefect_log_messages, prefect_runs, sh_plugin
+from test_fslink_lifecycle import (copied_job, plugin_descriptors, prefect_log_messages, prefect_runs,
+                                  settled_runs, sh_plugin)
 
 # waits for a file the test creates in the job's outgoing dir, then writes its output
 GATED = 'while [ ! -e "$2/go" ]; do sleep 0.1; done; echo done > "$2/out.txt"'
@@ -184,3 +186,17 @@ def test_a_plugin_resumed_after_a_kill_keeps_its_slot(session_tmp: Path, docker_
         until(lambda: plugin_limit(restarted)["active_slots"] == 0, timeout=10)
     finally:
         _stop(restarted)
+
+
+def test_without_a_limit_plugins_take_no_slot(fslink_service: Service, docker_client: docker.DockerClient):
+    """The default: no queue, no slot, no lease on the container, nothing asked of Prefect."""
+    make_fslink_fixture(fslink_service.store_base)
+    client = fslink_service.client()
+    (job,), (jid,), _ = post_gated(fslink_service, 1)
+    assert LEASE_LABEL not in docker_client.api.inspect_container(jid)["Config"]["Labels"]
+    assert plugin_limit(fslink_service).get("active_slots", 0) == 0  # (the limit exists if other tests made it)
+    assert client.get_job_status(JobType.PLUGIN, jid)["compute"]["status"] == "started"
+    release(fslink_service, job[1])
+    assert wait_status(client, JobType.PLUGIN, jid)["status"] == "finishedSuccessfully"
+    (run,) = settled_runs(fslink_service, f"plugin-{jid}")
+    assert not [line for line in prefect_log_messages(fslink_service, run["id"]) if "slot" in line]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from uuid import UUID
 
 import httpx
@@ -70,8 +70,10 @@ def _renewing(lease: UUID) -> Iterator[None]:
 
     def renew() -> None:
         pause = RENEW_SECONDS
-        with get_client(sync_client=True) as client:
+        with ExitStack() as stack:  # a client only for plugins that run long enough to renew
+            client: SyncPrefectClient | None = None
             while not stop.wait(pause):
+                client = client or stack.enter_context(get_client(sync_client=True))
                 try:
                     client.renew_concurrency_lease(lease_id=lease, lease_duration=LEASE_SECONDS)
                     pause = RENEW_SECONDS
