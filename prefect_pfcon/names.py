@@ -17,6 +17,8 @@ DEPLOYMENT_NAME = "pfcon"
 DEFAULT_STORAGE_BLOCK = "pfcon-storage"
 DEFAULT_COMPUTE_BLOCK = "pfcon-compute"
 SERVICE_TAG = "pfcon"
+PLUGIN_LIMIT = "pfcon-plugins"
+"""The global concurrency limit a plugin holds a slot of while it runs (``PFCON_MAX_RUNNING_PLUGINS``)."""
 
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
 JID_LABEL = "org.chrisproject.jid"
@@ -24,6 +26,8 @@ FLOW_RUN_LABEL = "io.prefect.flow-run-id"
 """On a plugin container: the job's flow run."""
 TASK_RUN_LABEL = "io.prefect.task-run-id"
 """On a plugin container: the plugin task run (the attempt) that created it."""
+LEASE_LABEL = "io.prefect.concurrency-lease-id"
+"""On a plugin container: the lease of the ``pfcon-plugins`` slot it runs in (with a limit)."""
 
 
 def job_run_name(jid: str) -> str:

@@ -133,6 +133,7 @@ class ServiceSettings(Section):
     metrics_token_required: bool = Field(False, validation_alias="PFCON_METRICS_TOKEN_REQUIRED")
     history_days: float = Field(30.0, gt=1 / 24, validation_alias="PFCON_HISTORY_DAYS")
     delete_stops_plugin: bool = Field(False, validation_alias="PFCON_DELETE_STOPS_PLUGIN")
+    max_waiting_plugins: int | None = Field(None, ge=1, validation_alias="PFCON_MAX_WAITING_PLUGINS")
     notify_url: str = Field("", validation_alias="PFCON_NOTIFY_URL")
     notify_running_seconds: float = Field(86400.0, ge=10, validation_alias="PFCON_NOTIFY_RUNNING_SECONDS")
 
@@ -287,6 +288,7 @@ class ComputeSettings(Section):
     start_timeout_seconds: int | None = Field(600, ge=0, validation_alias="PFCON_START_TIMEOUT_SECONDS")
     network_mode: str = Field("none", validation_alias="PFCON_NETWORK_MODE")
     volume_type: VolumeType | None = Field(None, validation_alias="COMPUTE_VOLUME_TYPE")
+    max_running_plugins: int | None = Field(None, ge=1, validation_alias="PFCON_MAX_RUNNING_PLUGINS")
 
     swarm: Nested[SwarmSettings]
     slurm: Nested[SlurmSettings]

@@ -78,7 +78,7 @@ def server_version() -> str:
 
 def answer(result: Answer) -> JSONResponse:
     """An ``Answer`` as a JSON response."""
-    return JSONResponse(result.body, status_code=result.status_code)
+    return JSONResponse(result.body, status_code=result.status_code, headers=result.headers)
 
 
 def create_app(settings: PfconSettings, deployment_flows: dict[UUID, Flow] | None = None) -> FastAPI:

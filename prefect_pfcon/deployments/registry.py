@@ -17,7 +17,7 @@ from prefect_pfcon.blocks.compute.volumes import volume_mountpoint
 from prefect_pfcon.flows.job import job_flow
 from prefect_pfcon.flows.pipeline import pipeline_flow
 from prefect_pfcon.flows.reprocess import reprocess_flow
-from prefect_pfcon.names import DEPLOYMENT_NAME, SERVICE_TAG
+from prefect_pfcon.names import DEPLOYMENT_NAME, PLUGIN_LIMIT, SERVICE_TAG
 from prefect_pfcon.settings import PfconSettings, Section
 
 
@@ -77,6 +77,15 @@ async def save_blocks(settings: PfconSettings) -> None:
     settings.storage.store_base.mkdir(parents=True, exist_ok=True)
     await storage_from_settings(settings).asave(settings.storage.block_name, overwrite=True)
     await compute_from_settings(settings).asave(settings.compute.block_name, overwrite=True)
+
+
+async def apply_plugin_limit(settings: PfconSettings) -> None:
+    """With ``PFCON_MAX_RUNNING_PLUGINS``, create the global concurrency limit ``pfcon-plugins``
+    with that many slots, or set its slots to it; without it, nothing."""
+    slots = settings.compute.max_running_plugins
+    if slots is not None:
+        async with get_client() as client:
+            await client.upsert_global_concurrency_limit_by_name(PLUGIN_LIMIT, slots)
 
 
 SERVED_ONLY = ("jid", "idle_seconds")

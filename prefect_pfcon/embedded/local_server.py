@@ -24,6 +24,10 @@ PR_SET_PDEATHSIG = 1
 LOOPBACK = "127.0.0.1"
 PORT_WAIT_SECONDS = 5.0  # a previous server of ours may still be closing after a crash
 TCP_LISTEN = "0A"  # socket state in /proc/net/tcp
+# concurrency leases kept in files under PREFECT_HOME (Prefect keeps them in memory by default):
+# a restart then keeps the slots of running plugins (and their expiry), never leaks them
+LEASE_STORAGE = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
+FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 class PrefectServerError(RuntimeError):
@@ -72,7 +76,7 @@ class LocalPrefectServer:
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
+                env={LEASE_STORAGE: FILE_LEASES, **os.environ},
                 preexec_fn=_die_with_parent,
                 start_new_session=True,
             )

@@ -12,7 +12,7 @@ from prefect._internal.concurrency.services import QueueService
 from prefect_pfcon.api.app import API, create_app
 from prefect_pfcon.api.http_protocol import header_timeout_protocol
 from prefect_pfcon.deployments.notifications import register_notifications
-from prefect_pfcon.deployments.registry import apply_deployments, save_blocks
+from prefect_pfcon.deployments.registry import apply_deployments, apply_plugin_limit, save_blocks
 from prefect_pfcon.embedded.local_server import LocalPrefectServer
 from prefect_pfcon.names import DEPLOYMENT_NAME
 from prefect_pfcon.settings import PfconSettings
@@ -47,6 +47,7 @@ async def serve(settings: PfconSettings, server: LocalPrefectServer | None, ui_u
 
 async def _serve_api(settings: PfconSettings, ui_url: str) -> None:
     await save_blocks(settings)
+    await apply_plugin_limit(settings)
     await register_notifications(settings)
     embedded = settings.service.deployment_name == DEPLOYMENT_NAME
     if not embedded:

@@ -55,6 +55,9 @@ class StepChannel(ABC):
     def removed(self, request: StepRequest) -> bool:
         """Whether a client DELETE removed the step (called from the step's thread)."""
 
+    def slot_taken(self, request: StepRequest) -> None:
+        """The plugin ``request`` holds its ``pfcon-plugins`` slot (called from its thread)."""
+
     async def run_in_thread(self, request: StepRequest, work: Callable[[], T]) -> T:
         """Run the blocking ``work`` of ``request`` off the event loop, in the caller's Prefect context."""
         context = contextvars.copy_context()

@@ -128,7 +128,8 @@ def step_parameters(
     }
     if request.step is JobStep.PLUGIN:
         parameters.update(compute=load_compute(compute_block), flow_run_id=str(flow_run.id),
-                          task_run_id=str(request.key), removed=lambda: channel.removed(request))
+                          task_run_id=str(request.key), removed=lambda: channel.removed(request),
+                          slot_taken=lambda: channel.slot_taken(request))
     return parameters
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import anyio
@@ -37,6 +37,7 @@ BAD_REQUEST_TEXT = (
     "The browser (or proxy) sent a request that this server could not understand."
 )
 FIRST_POLL_SECONDS, LAST_POLL_SECONDS = 0.05, 0.5  # how often run_step looks at its job
+QUEUE_FULL_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Answer:
 
     status_code: int
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def error(status_code: int, message: Any) -> Answer:
@@ -56,12 +58,13 @@ class JobService:
     """The four job collections over a job store, a storage and a compute block."""
 
     def __init__(self, storage: StorageBlock, compute: ComputeBlock, store: JobStore, env_key: Fernet,
-                 delete_stops_plugin: bool = False) -> None:
+                 delete_stops_plugin: bool = False, max_waiting_plugins: int | None = None) -> None:
         self.storage = storage
         self.compute = compute
         self.store = store
         self._env_key = env_key
         self._delete_stops_plugin = delete_stops_plugin
+        self._max_waiting_plugins = max_waiting_plugins
 
     # ----- reading -------------------------------------------------------------------
 
@@ -85,6 +88,8 @@ class JobService:
         if step is JobStep.PLUGIN:
             container = await to_thread.run_sync(self.compute.state, jid)
             status, message, timestamp = plugin_status(run, container)
+            if status is JobStatus.NOT_STARTED and (ahead := self.store.slots_ahead(run.id)) is not None:
+                message = waiting_message(ahead)
             image, cmd = plugin_identity(run)
             if container is not None and container.task_run_id == str(run.id):
                 container_logs = self.compute.logs
@@ -153,7 +158,7 @@ class JobService:
         existing, newest = await self._current_unless_replaceable(JobStep.PLUGIN, job.jid)
         if existing is not None:
             return Answer(201, {"data": {}, "compute": existing})
-        guard = await self._copy_guard(job.jid)
+        guard = await self._copy_guard(job.jid) or self._queue_full()
         if guard is not None:
             return guard
         check_parameter_size(self._parameters(job))  # before unpacking anything
@@ -164,6 +169,15 @@ class JobService:
         cmd = shlex.join(build_plugin_command(job.entrypoint, job.args, job.args_path_flags, job.type))
         compute = await self._schedule(JobStep.PLUGIN, seal(job, self._env_key), job.image, cmd, newest)
         return Answer(201, {"data": data, "compute": compute})
+
+    def _queue_full(self) -> Answer | None:
+        """``PFCON_MAX_WAITING_PLUGINS``, the only load refusal: 503 with ``Retry-After`` when
+        that many accepted plugins already wait for a slot."""
+        waiting = self.store.plugins_waiting()
+        if self._max_waiting_plugins is None or waiting is None or waiting < self._max_waiting_plugins:
+            return None
+        answer = error(503, f"{waiting} plugin jobs already wait for a plugin slot; try again later.")
+        return Answer(answer.status_code, answer.body, {"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)})
 
     def plugin_request_error(self, job: PluginJob, data_file: BinaryIO | None) -> Answer | None:
         """pfcon's checks of a plugin request, in its order: the 400, or ``None`` if it passes."""
@@ -324,6 +338,11 @@ class JobService:
         if names is None:
             return None
         return iter_zip(self.storage.outgoing(jid), names)
+
+
+def waiting_message(ahead: int) -> str:
+    """The ``message`` of a plugin waiting for a ``pfcon-plugins`` slot."""
+    return f"waiting for a plugin slot ({ahead} ahead)"
 
 
 NOT_FOUND_TEXT = (

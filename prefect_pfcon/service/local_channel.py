@@ -15,6 +15,7 @@ from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.log_tails import LogTails
 from prefect_pfcon.service.metrics import ServiceMetrics
+from prefect_pfcon.service.plugin_queue import PluginQueue
 
 T = TypeVar("T")
 
@@ -24,13 +25,14 @@ class LocalChannel(StepChannel):
     written to the job book (and their log lines kept) as they run."""
 
     def __init__(self, book: JobBook, tails: LogTails, jid: str, executor: Executor, slots: asyncio.Semaphore,
-                 metrics: ServiceMetrics) -> None:
+                 metrics: ServiceMetrics, plugin_queue: PluginQueue | None = None) -> None:
         self._book = book
         self._tails = tails
         self._jid = jid
         self._executor = executor
         self._slots = slots
         self._metrics = metrics
+        self._plugin_queue = plugin_queue
         self._queue: asyncio.Queue[StepRequest | None] = asyncio.Queue()
         self.accepting = True
 
@@ -66,6 +68,7 @@ class LocalChannel(StepChannel):
             attempt = self._book.attempt(self._jid, request.key)
             if attempt is not None and attempt.is_open:  # else removed or replaced before it ran
                 return request
+            self._left_queue(request)
 
     def started(self, request: StepRequest, state: State) -> None:
         self._tails.watch(request.key)
@@ -74,14 +77,25 @@ class LocalChannel(StepChannel):
     def ended(self, request: StepRequest, state: State) -> None:
         self._metrics.step_finished(request, state.type.value)  # counted before a status answer can show it
         self._book.enter(request, state, logs=self._tails.finish(request.key))
+        self._left_queue(request)
+
+    def slot_taken(self, request: StepRequest) -> None:
+        self._left_queue(request)
+
+    def _left_queue(self, request: StepRequest) -> None:
+        if self._plugin_queue is not None:
+            self._plugin_queue.leave(request.key)
 
     def removed(self, request: StepRequest) -> bool:
         return self._book.is_removed(request.key)
 
     async def run_in_thread(self, request: StepRequest, work: Callable[[], T]) -> T:
         """Run ``work`` on one of the runner's step threads, at most as many at once as it has
-        (the step counts as running, in the metrics, while it has one)."""
+        (the step counts as running, in the metrics, while it has one); a queued plugin first
+        waits, without a thread, until it is the head of the queue."""
         context = contextvars.copy_context()
+        if self._plugin_queue is not None:
+            await self._plugin_queue.turn(request.key)
         async with self._slots:
             with self._metrics.step_running(request):
                 return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, work)

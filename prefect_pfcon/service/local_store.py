@@ -32,8 +32,18 @@ class LocalJobStore(JobStore):
 
     async def remove(self, step: JobStep, jid: str) -> StepAttempt | None:
         attempt = self._book.remove(step, jid)
+        if attempt is not None and self._runner.plugin_queue is not None:
+            self._runner.plugin_queue.leave(attempt.id)
         self._runner.job_removed(jid)
         return attempt
+
+    def plugins_waiting(self) -> int | None:
+        queue = self._runner.plugin_queue
+        return None if queue is None else len(queue)
+
+    def slots_ahead(self, attempt_id: UUID) -> int | None:
+        queue = self._runner.plugin_queue
+        return None if queue is None else queue.ahead(attempt_id)
 
     async def forgotten(self, jid: str) -> bool:
         return self._book.forgotten(jid)

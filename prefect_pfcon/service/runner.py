@@ -31,11 +31,13 @@ from prefect.states import Crashed, Failed, Pending, Scheduled, to_state_create
 from prefect_pfcon.flows.channels import register_local_channel, unregister_local_channel
 from prefect_pfcon.flows.job import job_flow
 from prefect_pfcon.flows.attempts import StepRequest
+from prefect_pfcon.models import JobStep
 from prefect_pfcon.names import job_run_name, job_tags
 from prefect_pfcon.service.job_book import JobBook
 from prefect_pfcon.service.local_channel import LocalChannel
 from prefect_pfcon.service.log_tails import LogTails
 from prefect_pfcon.service.metrics import ServiceMetrics
+from prefect_pfcon.service.plugin_queue import PluginQueue
 from prefect_pfcon.service.prefect_calls import RunRefused, with_retries
 
 logger = logging.getLogger("prefect_pfcon.runner")
@@ -56,6 +58,7 @@ class JobRunner:
         flow_parameters: dict[str, Any],
         metrics: ServiceMetrics,
         concurrency: int = 16,
+        queue_plugins: bool = False,
     ) -> None:
         self._book = book
         self._tails = tails
@@ -72,6 +75,8 @@ class JobRunner:
         self._client: PrefectClient | None = None
         self._flow_id: UUID | None = None
         self._slots: asyncio.Semaphore | None = None
+        self.plugin_queue = PluginQueue(self._loop) if queue_plugins else None
+        """With a limit on running plugins: those waiting for a slot, in arrival order."""
 
     def start(self) -> int:
         """Start the runner's loop and run again the jobs a previous process left open;
@@ -80,7 +85,10 @@ class JobRunner:
         return asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
 
     def deliver(self, request: StepRequest) -> None:
-        """Run an accepted step in its job's flow run (made now if the job has none open)."""
+        """Run an accepted step in its job's flow run (made now if the job has none open); a
+        plugin queues for a slot from now."""
+        if self.plugin_queue is not None and request.step is JobStep.PLUGIN:
+            self.plugin_queue.join(request.key)
         self._loop.call_soon_threadsafe(self._deliver, request)
 
     def job_removed(self, jid: str) -> None:
@@ -103,6 +111,8 @@ class JobRunner:
         for jid, (flow_run_id, requests) in open_jobs.items():
             channel = self._open(jid, flow_run_id)
             for request in requests:
+                if self.plugin_queue is not None and request.step is JobStep.PLUGIN:
+                    self.plugin_queue.join(request.key, waits=False)
                 channel.put(request)
         return len(open_jobs)
 
@@ -126,7 +136,8 @@ class JobRunner:
 
     def _open(self, jid: str, flow_run_id: UUID | None) -> LocalChannel:
         assert self._slots is not None, "start() first"
-        channel = LocalChannel(self._book, self._tails, jid, self._executor, self._slots, self._metrics)
+        channel = LocalChannel(self._book, self._tails, jid, self._executor, self._slots, self._metrics,
+                               self.plugin_queue)
         self._channels[jid] = channel
         self._book.job_opened(jid)
         run = self._loop.create_task(self._run_job(jid, channel, flow_run_id), context=contextvars.Context())
@@ -168,6 +179,8 @@ class JobRunner:
         """A step that did not end in its flow run ended here, in ``state``."""
         self._metrics.step_finished(request, state.type.value)
         self._book.enter(request, state)
+        if self.plugin_queue is not None:
+            self.plugin_queue.leave(request.key)
 
     def _closed(self, jid: str, channel: LocalChannel, left: list[StepRequest]) -> None:
         """The job's flow run is over; steps posted meanwhile (``left``) go to a new one."""

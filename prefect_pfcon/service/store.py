@@ -36,3 +36,12 @@ class JobStore(ABC):
     @abstractmethod
     async def attempt_removed(self, task_run_id: str) -> bool:
         """Whether a client DELETE removed the attempt (an unknown one is not)."""
+
+    def plugins_waiting(self) -> int | None:
+        """How many accepted plugins wait for a slot; ``None``: not known here."""
+        return None
+
+    def slots_ahead(self, attempt_id: UUID) -> int | None:
+        """How many plugins wait for a slot before this attempt; ``None`` if it does not wait
+        (or it is not known here)."""
+        return None

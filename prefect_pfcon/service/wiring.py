@@ -70,7 +70,7 @@ async def running_service(
             runner = JobRunner(book, tails, {"storage_block": settings.storage.block_name,
                                                      "compute_block": settings.compute.block_name,
                                                      "idle_seconds": service.job_idle_seconds},
-                               metrics, service.runner_concurrency)
+                               metrics, service.runner_concurrency, compute.max_running_plugins is not None)
             metrics.watch_steps(book.unfinished_steps)
             stack.push_async_callback(runner.stop)
             store = LocalJobStore(book, runner, tails)
@@ -84,7 +84,7 @@ async def running_service(
                 stack.push_async_callback(deployment_runs.stop)
                 loops += [deployment_runs, ScheduledRunEvents(deployment_runs, list(deployment_flows))]
         jobs = JobService(storage, compute, store, job_secrets_key(service.state_dir, create=True),
-                          service.delete_stops_plugin)
+                          service.delete_stops_plugin, service.max_waiting_plugins)
         if service.janitor_seconds > 0:
             loops.append(Janitor(jobs, service.janitor_seconds, service.janitor_grace_seconds))
         background = [asyncio.create_task(loop.start()) for loop in loops]

@@ -6,6 +6,7 @@ Each takes its blocks and the step's job model; the task run is named ``<step>-<
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -18,8 +19,9 @@ from prefect_pfcon.blocks.compute.limits import LimitReached, await_start, time_
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.job_secrets import mask, masked_values, unsealed_env
 from prefect_pfcon.models import CopyJob, DeleteJob, JobStep, PluginJob, UploadJob
-from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, TASK_RUN_LABEL
+from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL, LEASE_LABEL, PLUGIN_LIMIT, TASK_RUN_LABEL
 from prefect_pfcon.tasks.artifacts import artifact_key
+from prefect_pfcon.tasks.plugin_slot import SlotWaitEnded, plugin_slot
 from prefect_pfcon.lib.command import build_plugin_command
 from prefect_pfcon.lib.log_records import grouped_lines
 
@@ -51,25 +53,34 @@ def plugin_step(
     flow_run_id: str,
     task_run_id: str,
     removed: Callable[[], bool],
+    slot_taken: Callable[[], None],
 ) -> int | State:
     """Run the plugin with ``/share/incoming`` (read-only) and ``/share/outgoing`` mounted,
     its output in this task run's logs; re-attach to the container this attempt started
-    before a restart. Ends Cancelled when a client DELETE ``removed`` it; fails with
-    ``LimitReached`` when it did not start in time or ran past its time limit."""
+    before a restart. With ``max_running_plugins``, hold a ``pfcon-plugins`` slot while the
+    container is launched and watched (``slot_taken`` once it is held). Ends Cancelled when a
+    client DELETE ``removed`` it; fails with ``LimitReached`` when it did not start in time or
+    ran past its time limit."""
     spec = container_job(job, storage, flow_run_id, task_run_id)
-    launch_container(compute, spec, task_run_id)
-    started = await_start(compute, spec.name)
-    with time_limit(compute, spec.name, started) as stopped:
-        try:
-            exit_code = watch_container(compute, spec)
-        except Exception as error:  # the backend lost the container: a client DELETE, or a failure
-            if stopped.is_set():
-                raise LimitReached(time_limit_message(compute.max_job_seconds)) from error
-            if removed():
-                return Cancelled(message=REMOVED_BY_CLIENT)
-            raise
-    if stopped.is_set():
-        raise LimitReached(time_limit_message(compute.max_job_seconds))
+    limit = PLUGIN_LIMIT if compute.max_running_plugins else None
+    existing = compute.own_state(spec.name, job.jid) if limit is not None else None
+    attached = existing is not None and existing.task_run_id == task_run_id
+    held = existing.labels.get(LEASE_LABEL) if existing is not None and attached else None
+    try:
+        with plugin_slot(limit, task_run_id, attached=attached, held=held, taken=slot_taken,
+                         removed=removed) as lease:
+            if lease is not None:
+                spec = replace(spec, labels={**spec.labels, LEASE_LABEL: str(lease)})
+            launch_container(compute, spec, task_run_id)
+            exit_code = watch_within_limits(compute, spec)
+    except SlotWaitEnded as ended:
+        return Cancelled(message=str(ended))
+    except LimitReached:
+        raise
+    except Exception:  # the backend lost the container: a client DELETE, or a failure
+        if removed():
+            return Cancelled(message=REMOVED_BY_CLIENT)
+        raise
     if exit_code != 0 and removed():
         return Cancelled(message=REMOVED_BY_CLIENT)
     if exit_code == OOM_EXIT_CODE:
@@ -133,6 +144,22 @@ def launch_container(compute: ComputeBlock, job: ContainerJob, task_run_id: str)
     compute.submit(job)
     logger.info("Started container %s from %s: %s", job.name, job.image, job.command)
     return False
+
+
+def watch_within_limits(compute: ComputeBlock, job: ContainerJob) -> int:
+    """Wait for the container to start (within the start timeout), then watch it to its end
+    (within the time limit); its exit code. Raises ``LimitReached`` at either limit."""
+    started = await_start(compute, job.name)
+    with time_limit(compute, job.name, started) as stopped:
+        try:
+            exit_code = watch_container(compute, job)
+        except Exception as error:
+            if stopped.is_set():
+                raise LimitReached(time_limit_message(compute.max_job_seconds)) from error
+            raise
+    if stopped.is_set():
+        raise LimitReached(time_limit_message(compute.max_job_seconds))
+    return exit_code
 
 
 def watch_container(compute: ComputeBlock, job: ContainerJob) -> int:

@@ -166,6 +166,10 @@ class ComputeBlock(Block, ABC):
         600, ge=1, description="Longest a plugin may take to start before its job is removed "
         "(PFCON_START_TIMEOUT_SECONDS; none: no limit). Waiting in a Slurm queue does not count."
     )
+    max_running_plugins: int | None = Field(
+        None, ge=1, description="Plugins running at once (PFCON_MAX_RUNNING_PLUGINS; none: no limit): each "
+        "holds a slot of the global concurrency limit pfcon-plugins, which has this many."
+    )
 
     def server_info(self) -> dict[str, str]:
         """The compute part of pfcon's server-info answer."""
