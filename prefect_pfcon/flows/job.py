@@ -22,6 +22,7 @@ from prefect_pfcon.blocks import load_compute, load_storage
 from prefect_pfcon.blocks.storage import StorageBlock
 from prefect_pfcon.flows.channels import JobEnd, ListedSteps, StepChannel, local_channel
 from prefect_pfcon.flows.logs import logs_shipped_on_exit
+from prefect_pfcon.flows.tag_limits import drain_tag_limit_service
 from prefect_pfcon.flows.attempts import StepRequest
 from prefect_pfcon.flows.results import UNPERSISTED_RESULTS
 from prefect_pfcon.job_secrets import seal
@@ -105,9 +106,13 @@ async def run_step(channel: StepChannel, request: StepRequest, storage_block: st
     def execute() -> State:
         with logs_shipped_on_exit() if channel.ships_logs_per_step else nullcontext():
             parameters = step_parameters(channel, request, load_storage(storage_block), compute_block)
+            step_task = STEP_TASKS[request.step]
             with tags(*request.tags):
-                return run_task_sync(STEP_TASKS[request.step], task_run_id=request.key,
-                                     parameters=parameters, return_type="state")
+                try:
+                    return run_task_sync(step_task, task_run_id=request.key, parameters=parameters,
+                                         return_type="state")
+                finally:
+                    drain_tag_limit_service(step_task)
 
     channel.started(request, Running())
     try:

@@ -26,7 +26,9 @@ from prefect.client.schemas.objects import State, StateType
 from prefect_pfcon.flows.attempts import StepAttempt, StepRequest
 from prefect_pfcon.models import JobStep
 
-JIDS_KEPT_IN_MEMORY = 10_000
+JIDS_KEPT_IN_MEMORY = 1_000
+"""Jobs kept in memory, the most recently used (each with its steps' logs); an older one is read
+back from the file when asked for."""
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, jid TEXT NOT NULL, step TEXT NOT NULL, "
