@@ -4,12 +4,15 @@ Before a task run with tags runs, Prefect 3.8 asks the server for slots of its t
 concurrency limits through a queue service, with a thread of its own, made for that exact set
 of tags and kept for the life of the process. Every job's steps carry their own ``jid:`` tag,
 so each step would leave a service and its thread behind, and with it (through the drain call
-the global loop keeps for its shutdown, made in the step's context) the step's whole task run
-context: about 0.4 MB of the service's memory per job, never released. A step's tag set is its
-own (one jid, one step, never two attempts at once), so once it ended its service can go.
+the global loop keeps for its shutdown, made in the step's context, and the exit hook
+``threading`` keeps) the step's whole task run context and a Prefect client: about 0.4 MB of
+the service's memory per job, never released. A step's tag set is its own (one jid, one step,
+never two attempts at once), so once it ended its service can go, with both references.
 """
 
 from __future__ import annotations
+
+import threading
 
 from prefect import Task
 from prefect._internal.concurrency.api import create_call, from_sync
@@ -32,7 +35,9 @@ def drain_tag_limit_service(task: Task) -> None:
 
 
 def _forget_shutdown_drain(service: ConcurrencySlotAcquisitionWithLeaseService) -> None:
-    """Drop the global loop's call to drain ``service`` at shutdown (on the loop's thread,
-    where the loop keeps that list)."""
+    """Drop the global loop's call to drain ``service`` at shutdown and ``threading``'s exit
+    hook for it (on the loop's thread, which made both)."""
     loop = get_global_loop()
     loop._on_shutdown = [call for call in loop._on_shutdown if getattr(call.fn, "__self__", None) is not service]
+    hooks = threading._threading_atexits  # CPython's list behind threading._register_atexit
+    hooks[:] = [hook for hook in hooks if getattr(getattr(hook, "func", None), "__self__", None) is not service]
