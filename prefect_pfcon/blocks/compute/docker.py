@@ -184,13 +184,7 @@ class DockerCompute(DockerEngineBlock):
     @engine_call
     def stop(self, name: str) -> None:
         """Kill the container, keeping it (its state reads exited, code 137)."""
-        try:
-            self.client.api.kill(name)
-        except NotFound:
-            pass
-        except APIError as error:
-            if error.status_code != HTTPStatus.CONFLICT:  # "is not running": it ended already
-                raise
+        self.kill_container(name)
 
     @engine_call
     def ended_jobs(self) -> dict[str, Mapping[str, str]]:

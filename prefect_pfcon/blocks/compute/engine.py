@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 import docker
 import requests
-from docker.errors import DockerException
+from http import HTTPStatus
+
+from docker.errors import APIError, DockerException, NotFound
 from pydantic import Field, PrivateAttr
 
 from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeProbe, ComputeUnavailable
@@ -65,3 +67,15 @@ class DockerEngineBlock(ComputeBlock, ABC):
                 engine.close()
         except (DockerException, requests.exceptions.RequestException) as error:
             raise ComputeUnavailable(f"{ENGINE_UNREACHABLE}: {error}") from None
+
+    def kill_container(self, container: str) -> bool:
+        """Kill a container by name or id, keeping it; whether the engine has it (one that
+        ended already counts)."""
+        try:
+            self.client.api.kill(container)
+        except NotFound:
+            return False
+        except APIError as error:
+            if error.status_code != HTTPStatus.CONFLICT:  # "is not running": it ended already
+                raise
+        return True

@@ -345,8 +345,9 @@ class SlurmCompute(ComputeBlock):
         status = job_status(job.state)
         ended = None if status.is_active else rfc3339(job.end)
         message = describe(record["job_id"], job, record.get("memory_limit"))
+        queued = status is JobStatus.NOT_STARTED and job.reason in QUEUE_REASONS
         return ContainerState(status, message, ended or rfc3339(job.start) or ZERO_TIME,
-                              job.exit_code, record["labels"], queued=status is JobStatus.NOT_STARTED and job.reason in QUEUE_REASONS)
+                              job.exit_code, record["labels"], queued=queued)
 
     def logs(self, name: str) -> str:
         try:

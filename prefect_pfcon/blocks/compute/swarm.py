@@ -258,17 +258,8 @@ class SwarmCompute(DockerEngineBlock):
             return
         task = found[1]
         container_id = ((task or {}).get("Status", {}).get("ContainerStatus") or {}).get("ContainerID")
-        try:
-            if container_id:
-                self.client.api.kill(container_id)
-                return
-        except NotFound:
-            pass
-        except APIError as error:
-            if error.status_code == 409:  # not running: it ended already
-                return
-            raise
-        self.remove(name)
+        if not (container_id and self.kill_container(container_id)):
+            self.remove(name)
 
     @engine_call
     def ended_jobs(self) -> dict[str, Mapping[str, str]]:
