@@ -26,6 +26,8 @@ import httpx
 
 from processes import rss_mb
 
+from prefect_pfcon.embedded.local_server import FILE_LEASES, LEASE_STORAGE
+
 SERVER_MODULE = "prefect_pfcon.embedded.prefect_server"
 IMPORTS = {
     "bare interpreter": "pass",
@@ -72,7 +74,7 @@ def server_rss_mb(variant: Variant, home: Path, settle: float) -> float:
     """Start the server as ``variant`` says, wait until it is ready and settled; its RSS."""
     port = free_port()
     environment = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   **variant.environment}
+                   LEASE_STORAGE: FILE_LEASES, **variant.environment}  # as LocalPrefectServer starts it
     command = [sys.executable, "-m", SERVER_MODULE, "--host", "127.0.0.1", "--port", str(port),
                *variant.arguments]
     with (home / "server.log").open("ab") as log:
