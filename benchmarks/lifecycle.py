@@ -7,9 +7,10 @@ job and throughput. The backend (e.g. fslink/slurm) is read from the server info
 figures sit beside Docker's with --compare-url pointing at a second service.
 
 With --pid (the ``prefect-pfcon up`` process) it also prints, per lifecycle of each phase, the
-CPU seconds of the API + runner and of its Prefect server (the child process, or --prefect-pid),
-the HTTP requests that Prefect server answered (counted in its access log: start the service
-with PREFECT_SERVER_LOGGING_LEVEL=INFO), and the RSS of the process tree at the end. With
+CPU seconds of the service and, when its Prefect server is another process (--prefect-pid),
+of that server apart; the HTTP requests that Prefect server answered (counted in its access log, which the embedded default
+writes to its own output: start the service with PREFECT_SERVER_LOGGING_LEVEL=INFO), and the
+RSS of the process tree at the end. With
 --compare-pid (e.g. real pfcon's gunicorn master) the same CPU and RSS figures of that tree.
 --legacy drives the previous API (``jobs/``, pfcon ≤ 5.3.1, python-pfconclient 3.3.0) instead:
 one POST (the server stages the inputs before answering), polls, the file listing, one DELETE.
@@ -40,11 +41,10 @@ from pathlib import Path
 import requests
 
 from access_log import AccessLog, http_requests
-from processes import child_running, cpu_seconds, rss_mb, stdout_file
+from processes import cpu_seconds, rss_mb, stdout_file
 
 TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
 PLUGIN_SCRIPT = 'cp -r "$1"/. "$2"/; echo done'
-PREFECT_SERVER_MARKER = "prefect_pfcon.embedded.prefect_server"
 TOP_ENDPOINTS = 8
 
 
@@ -61,6 +61,12 @@ class Target:
     info: dict = field(default_factory=dict)
 
 
+def is_embedded_default(pid: int) -> bool:
+    """Whether ``pid`` runs ``prefect-pfcon up`` (whose Prefect server is in-process)."""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return b"up" in command and any(b"prefect-pfcon" in part or b"prefect_pfcon" in part for part in command)
+
+
 @dataclass
 class Usage:
     """CPU and Prefect requests of a measured server's processes over one phase."""
@@ -74,14 +80,17 @@ class Probe:
     """Reads the CPU, memory and Prefect access log of a server's processes (all optional).
 
     ``pid`` is the service (``prefect-pfcon up``, or gunicorn's master), ``prefect_pid`` its
-    Prefect server, found among its children when not given; its access log is the file its
-    standard output goes to. The service's figures leave the Prefect server's tree out.
+    Prefect server when that is another process (a compose or Kubernetes deployment's). The
+    access log is the file the Prefect server's standard output goes to: the service's own
+    when the server runs in it (the embedded default). The service's figures leave a separate
+    Prefect server's tree out.
     """
 
     def __init__(self, pid: int | None, prefect_pid: int | None = None, prefect_log: Path | None = None) -> None:
         self.pid = pid
-        self.prefect_pid = prefect_pid or (child_running(pid, PREFECT_SERVER_MARKER) if pid else None)
-        log = prefect_log or (stdout_file(self.prefect_pid) if self.prefect_pid else None)
+        self.prefect_pid = prefect_pid
+        server_pid = self.prefect_pid or (pid if pid and is_embedded_default(pid) else None)
+        log = prefect_log or (stdout_file(server_pid) if server_pid else None)
         self.log = AccessLog(log) if log else None
 
     def _exclude(self) -> set[int]:
@@ -405,7 +414,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare-store-base", type=Path)
     parser.add_argument("--compare-label", default="theirs")
     parser.add_argument("--pid", type=int, help="PID of the service (prefect-pfcon up): CPU, requests, RSS")
-    parser.add_argument("--prefect-pid", type=int, help="its Prefect server (default: found among its children)")
+    parser.add_argument("--prefect-pid", type=int, help="its Prefect server, when another process")
     parser.add_argument("--prefect-log", type=Path, help="that server's log (default: where its stdout goes)")
     parser.add_argument("--compare-pid", type=int, help="PID of the compared server (e.g. gunicorn's master)")
     parser.add_argument("--compare-prefect-pid", type=int, help="the compared service's Prefect server")

@@ -1,10 +1,10 @@
-"""Where the embedded Prefect server's memory goes: RSS of an idle server in several variants.
+"""Where the embedded default's memory goes: RSS of an idle service in several variants.
 
-Starts the service's Prefect server (``python -m prefect_pfcon.embedded.prefect_server``) on a
-free loopback port with a throwaway ``PREFECT_HOME`` (its database made by the first variant,
-reused by the others), one variant at a time, waits until it
-answers its health check and ``--settle`` seconds more, prints its RSS and stops it (by its
-PID). First the RSS of a bare interpreter after importing what each process imports.
+First the RSS of a new interpreter after importing what the service imports, step by step.
+Then it starts the embedded default (``prefect-pfcon up``: API, runner and Prefect server in
+one process) on free loopback ports with a throwaway state dir, ``PREFECT_HOME`` (its database
+made by the first variant, reused by the others) and storeBase, one variant at a time, waits
+until its API answers and ``--settle`` seconds more, prints its RSS and stops it (by its PID).
 Figures only: nothing is asserted.
 
     .venv/bin/python benchmarks/prefect_memory.py
@@ -26,33 +26,30 @@ import httpx
 
 from processes import rss_mb
 
-from prefect_pfcon.embedded.local_server import FILE_LEASES, LEASE_STORAGE
-
-SERVER_MODULE = "prefect_pfcon.embedded.prefect_server"
 IMPORTS = {
     "bare interpreter": "pass",
     "prefect (client)": "import prefect",
     "Prefect's server modules": "import prefect.server.api.server",
     "the service (prefect_pfcon.embedded.serve)": "import prefect_pfcon.embedded.serve",
 }
+READY_SECONDS = 180.0
 
 
 @dataclass
 class Variant:
-    """One way of starting the server: extra arguments and environment."""
+    """One way of starting the service: extra environment."""
 
     name: str
-    arguments: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
 
 
 VARIANTS = [
-    Variant("as the service starts it, new database (all migrations run)"),
-    Variant("as the service starts it, existing database"),
-    Variant("existing database, no migration check", environment={"PREFECT_API_DATABASE_MIGRATE_ON_START": "false"}),
-    Variant("no services (--no-services)", arguments=["--no-services"]),
-    Variant("no UI (--no-ui)", arguments=["--no-ui"]),
-    Variant("MALLOC_ARENA_MAX=2", environment={"MALLOC_ARENA_MAX": "2"}),
+    Variant("as started, new database (all migrations run)"),
+    Variant("as started, existing database"),
+    Variant("existing database, no migration check", {"PREFECT_API_DATABASE_MIGRATE_ON_START": "false"}),
+    Variant("no Prefect background services", {"PREFECT__SERVER_WEBSERVER_ONLY": "1"}),
+    Variant("no Prefect UI", {"PREFECT_SERVER_UI_ENABLED": "false"}),
+    Variant("MALLOC_ARENA_MAX=2", {"MALLOC_ARENA_MAX": "2"}),
 ]
 
 
@@ -70,47 +67,48 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_rss_mb(variant: Variant, home: Path, settle: float) -> float:
-    """Start the server as ``variant`` says, wait until it is ready and settled; its RSS."""
-    port = free_port()
-    environment = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   LEASE_STORAGE: FILE_LEASES, **variant.environment}  # as LocalPrefectServer starts it
-    command = [sys.executable, "-m", SERVER_MODULE, "--host", "127.0.0.1", "--port", str(port),
-               *variant.arguments]
-    with (home / "server.log").open("ab") as log:
-        server = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+def service_rss_mb(variant: Variant, scratch: Path, settle: float) -> float:
+    """Start the service as ``variant`` says, wait until it is ready and settled; its RSS."""
+    api_port = free_port()
+    (scratch / "storeBase").mkdir(exist_ok=True)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API_")}
+    environment.update({"PREFECT_HOME": str(scratch / "prefect-home"), "PFCON_STATE_DIR": str(scratch / "state"),
+                        **variant.environment})
+    command = [sys.executable, "-m", "prefect_pfcon.cli", "up", "--port", str(api_port),
+               "--prefect-port", str(free_port()), "--storebase", str(scratch / "storeBase")]
+    with (scratch / "service.log").open("ab") as log:
+        service = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited ({server.returncode}); see {home / 'server.log'}")
+            if service.poll() is not None:
+                raise RuntimeError(f"the service exited ({service.returncode}); see {scratch / 'service.log'}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{api_port}/api/v1/health/", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         else:
-            raise TimeoutError(f"not ready after 180 s; see {home / 'server.log'}")
+            raise TimeoutError(f"not ready after {READY_SECONDS:.0f} s; see {scratch / 'service.log'}")
         time.sleep(settle)
-        return rss_mb(server.pid)
+        return rss_mb(service.pid)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        service.terminate()
+        service.wait(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait after the server is ready")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait after the service is ready")
     args = parser.parse_args()
     print("RSS after imports (MB):")
     for name, statement in IMPORTS.items():
         print(f"  {name:<60} {import_rss_mb(statement):6.0f}")
-    print(f"RSS of an idle Prefect server, {args.settle:.0f} s after it is ready (MB):")
+    print(f"RSS of the idle service (API, runner, Prefect server), {args.settle:.0f} s after it is ready (MB):")
     with tempfile.TemporaryDirectory(prefix="prefect-memory-") as scratch:
-        home = Path(scratch)  # one database: the first variant creates it, the others reuse it
-        for variant in VARIANTS:
-            print(f"  {variant.name:<60} {server_rss_mb(variant, home, args.settle):6.0f}", flush=True)
+        for variant in VARIANTS:  # one database: the first variant creates it, the others reuse it
+            print(f"  {variant.name:<60} {service_rss_mb(variant, Path(scratch), args.settle):6.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,17 +58,6 @@ def rss_mb(pid: int, exclude: set[int] | None = None) -> float:
     return total / 1024
 
 
-def child_running(pid: int, marker: str) -> int | None:
-    """The first descendant of ``pid`` whose command line contains ``marker``."""
-    for member in process_tree(pid)[1:]:
-        try:
-            if marker in Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                return member
-        except OSError:
-            continue
-    return None
-
-
 def stdout_file(pid: int) -> Path | None:
     """The regular file ``pid``'s standard output goes to, if it is one."""
     try:

@@ -77,6 +77,10 @@ def _prepare_prefect_env(prefect_port: int, settings: PfconSettings) -> str | No
     os.environ["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     os.environ["PREFECT_API_AUTH_STRING"] = auth_string
     os.environ.setdefault("PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", ui_url)
+    # concurrency leases kept in files under PREFECT_HOME (Prefect keeps them in memory by
+    # default): a restart then keeps the slots of running plugins (and their expiry)
+    os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE",
+                          "prefect.server.concurrency.lease_storage.filesystem")
     if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").lower() not in ("1", "true"):
         # the local server takes no CSRF token: without this each new client asks for one first
         os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
@@ -99,7 +103,7 @@ def configuration_errors(error: ValidationError) -> str:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """Turn SIGTERM into KeyboardInterrupt so child processes are stopped on the way out."""
+    """Turn SIGTERM into KeyboardInterrupt, so the service stops in order (``serve``)."""
     raise KeyboardInterrupt
 
 
@@ -126,7 +130,7 @@ def up(args: argparse.Namespace) -> None:
 
     server = None
     if ui_url is not None:
-        server = LocalPrefectServer(args.prefect_port, settings.service.state_dir / "prefect-server.log")
+        server = LocalPrefectServer(args.prefect_port)
     shown_ui = ui_url or os.environ["PREFECT_API_URL"].removesuffix("/api")
     if ui_url is not None:
         shown_ui += f" (log in with the auth string {settings.service.prefect_auth_source()})"

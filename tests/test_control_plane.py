@@ -1,6 +1,6 @@
-"""The control plane is the service's alone: its Prefect server answers only with the
-credentials and grants CORS to its own UI only, `up` refuses a Prefect port another process
-holds, the state dir and its secrets are the owner's only, and one SIGTERM stops a service
+"""The control plane is the service's alone: its Prefect server runs in the service's own
+process, answers only with the credentials and grants CORS to its own UI only, `up` refuses a
+Prefect port another process holds, the state dir and its secrets are the owner's only, and one SIGTERM stops a service
 within seconds, its pending Prefect log lines sent first."""
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from websockets.sync.client import connect
 
 from conftest import Service, _start_service, _stop, free_port
 from fixtures_tree import make_fslink_fixture
-from prefect_pfcon.embedded.local_server import _listens
 from test_fslink_lifecycle import copy_inputs, job_runs, settled_runs, sh_plugin, submit_and_wait_started
 
 FOREIGN_ORIGINS = ("http://evil.example", "http://127.0.0.1:1", "null")
@@ -113,23 +112,46 @@ def test_up_refuses_a_prefect_port_another_process_holds(session_tmp: Path):
         ]
         with pytest.raises(BlockingIOError):  # nothing connected to the holder's port
             holder.accept()
-    assert not (state_dir / "prefect-server.log").exists()  # no server was started
+    assert not (session_tmp / "prefect-home-h1-taken" / "prefect.db").exists()  # no server was started
 
 
-def test_server_counts_as_ready_only_when_its_own_child_listens():
-    """The check `up` waits on, with real sockets: a listener belongs to one process only."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        assert _listens(os.getpid(), port)
-        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+TCP_LISTEN = "0A"  # socket state in /proc/net/tcp
+
+
+def listening_sockets(port: int) -> set[str]:
+    """The inodes of the sockets listening on loopback ``port`` (Linux ``/proc/net/tcp``)."""
+    address = f"{int.from_bytes(socket.inet_aton('127.0.0.1'), sys.byteorder):08X}:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return {fields[9] for line in table
+                if len(fields := line.split()) > 9 and fields[1] == address and fields[3] == TCP_LISTEN}
+
+
+def sockets_of(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds."""
+    targets = []
+    for descriptor in os.listdir(f"/proc/{pid}/fd"):
         try:
-            assert not _listens(other.pid, port)
-        finally:
-            other.kill()
-            other.wait()
-    assert not _listens(os.getpid(), port)
+            targets.append(os.readlink(f"/proc/{pid}/fd/{descriptor}"))
+        except FileNotFoundError:
+            continue
+    return {target[8:-1] for target in targets if target.startswith("socket:[")}
+
+
+def test_prefect_server_is_served_by_the_service_process(fslink_service: Service):
+    """One process: the Prefect server listens on a socket the service's own process holds,
+    and the service has started no child process."""
+    pid = fslink_service.process.pid
+    port = int(fslink_service.prefect_api_url.removesuffix("/api").rsplit(":", 1)[1])
+    assert listening_sockets(port) and listening_sockets(port) <= sockets_of(pid)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:  # the check tells processes apart
+        assert not listening_sockets(port) & sockets_of(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    children = [child for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    assert children == []
 
 
 def test_own_server_keeps_private_secrets_and_stops_on_one_sigterm(session_tmp: Path, docker_client):

@@ -86,7 +86,7 @@ def start(session_tmp: Path, name: str, env: dict[str, str], port: int | None = 
 
 
 def killed(service: Service) -> None:
-    """SIGKILL the service: the API, the runner and (by PDEATHSIG) its own Prefect server."""
+    """SIGKILL the service: the API, the runner and its own Prefect server, one process."""
     service.process.send_signal(signal.SIGKILL)
     service.process.wait(timeout=30)
 

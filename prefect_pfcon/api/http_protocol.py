@@ -4,11 +4,15 @@ uvicorn closes idle kept-alive connections, but a client that sends part of a re
 headers and then nothing keeps its connection (and a slot of the server) for ever. Here a
 connection closes unless each request's headers are complete within the timeout: counted
 from the connection for the first request, from the request's first byte for later ones.
+
+It logs no access lines: ``uvicorn.access`` is the local Prefect server's, which shares this
+process (``embedded/local_server.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -19,6 +23,10 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
     header_timeout: float = 10.0
     _header_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_log = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -1,4 +1,4 @@
-"""``prefect server start`` whose SQLite transactions wait their turn to write.
+"""The local Prefect server's SQLite configuration: transactions that wait their turn to write.
 
 Prefect begins a SQLite transaction DEFERRED unless it locks rows. Such a transaction reads,
 then writes; if another connection committed a write in between, SQLite refuses the write at
@@ -7,13 +7,10 @@ With a few job steps reporting at once this is the common case, and creating a f
 the deployment, then insert) fails over and over. Beginning every transaction IMMEDIATE makes
 it take the write lock first, so writers queue (up to the database timeout) instead of
 failing; reads outside transactions are unaffected. PostgreSQL servers are left as they are.
-
-Run as ``python -m prefect_pfcon.embedded.prefect_server [prefect server start options]``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
@@ -41,15 +38,3 @@ def use_queueing_sqlite() -> None:
     if get_dialect(url).name == "sqlite":
         MODELS_DEPENDENCIES["database_config"] = QueueingSqliteConfiguration(connection_url=url)
 
-
-def main() -> None:
-    """Start Prefect's server (its own command line) in this process."""
-    use_queueing_sqlite()
-    from prefect.cli import app
-
-    sys.argv = ["prefect", "server", "start", *sys.argv[1:]]
-    app()
-
-
-if __name__ == "__main__":
-    main()

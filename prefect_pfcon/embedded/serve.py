@@ -54,7 +54,9 @@ async def _serve_api(settings: PfconSettings, ui_url: str) -> None:
         logger.warning("Jobs run on the work pool of the pfcon-job/%s deployment", settings.service.deployment_name)
     app = create_app(settings, await apply_deployments() if embedded else None)
     api = uvicorn.Server(
-        uvicorn.Config(app, host=settings.service.host, port=settings.service.port, log_level="warning",
+        # logging left as Prefect configured it: uvicorn's loggers are shared with the local
+        # Prefect server, whose level (PREFECT_SERVER_LOGGING_LEVEL) they keep
+        uvicorn.Config(app, host=settings.service.host, port=settings.service.port, log_config=None,
                        timeout_keep_alive=KEEP_ALIVE_SECONDS,
                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                        http=header_timeout_protocol(settings.service.header_timeout_seconds))
