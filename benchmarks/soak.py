@@ -4,8 +4,8 @@ Starts ``--rate`` complete lifecycles a minute (copy → plugin → file listing
 DELETEs, as lifecycle.py runs them) for ``--minutes`` (default an hour, 20 a minute: 1,200
 jobs), and prints, for each of ``--periods`` equal periods (quarter-hours by default): jobs
 finished, errors (should be 0), POST and status-GET latency percentiles, end-to-end time, the
-service's and its Prefect server's RSS at the period's end (with ``--pid``, the ``prefect-pfcon
-up`` process) and the Prefect database's size and growth per 1,000 jobs (with ``--prefect-db``,
+service's RSS at the period's end (with ``--pid``, the ``prefect-pfcon up`` process, its
+Prefect server included: it runs in that process) and the Prefect database's size and growth per 1,000 jobs (with ``--prefect-db``,
 its SQLite file and ``-wal``). Then the RSS sampled each minute.
 
     prefect-pfcon up &   # the embedded default: Prefect on SQLite in ~/.prefect
@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--job-timeout", type=float, default=300)
     parser.add_argument("--image", default="local/busybox:test")
-    parser.add_argument("--pid", type=int, help="PID of prefect-pfcon up: RSS of it and its Prefect server")
+    parser.add_argument("--pid", type=int, help="PID of prefect-pfcon up: its RSS")
     parser.add_argument("--prefect-db", type=Path, help="the Prefect server's SQLite database")
     return parser.parse_args()
 
@@ -119,7 +119,7 @@ def print_figures(args: argparse.Namespace, periods: list[Period], period_second
                   first_size: float | None, rss_over_time: list[tuple[float, dict[str, float]]]) -> None:
     print(f"soak: {args.rate:g} lifecycles a minute for {args.minutes:g} min against {args.url}")
     header = (f"{'period':>8} {'jobs':>5} {'errors':>6} {'POST p50/p99 ms':>16} {'GET p50/p99 ms':>15} "
-              f"{'job p50/p99 s':>14} {'RSS svc/prefect MB':>19} {'db MB':>7} {'db MB/1000 jobs':>16}")
+              f"{'job p50/p99 s':>14} {'RSS MB':>7} {'db MB':>7} {'db MB/1000 jobs':>16}")
     print(header)
     before = first_size
     for number, period in enumerate(periods):
@@ -132,14 +132,14 @@ def print_figures(args: argparse.Namespace, periods: list[Period], period_second
               f"{finished:>5} {len(samples.errors):>6} "
               f"{post['p50'] * 1000:>7.1f}/{post['p99'] * 1000:<8.1f} {get['p50'] * 1000:>7.1f}/{get['p99'] * 1000:<7.1f} "
               f"{job['p50']:>6.2f}/{job['p99']:<7.2f} "
-              f"{period.rss.get('service', float('nan')):>9.0f}/{period.rss.get('prefect', float('nan')):<9.0f} "
+              f"{period.rss.get('total', float('nan')):>7.0f} "
               f"{period.database_mb if period.database_mb is not None else float('nan'):>7.1f} {growth:>16.2f}")
         before = period.database_mb
         for error in samples.errors[:5]:
             print(f"         error: {error[:200]}")
     if rss_over_time:
-        print("RSS over time (MB, service/prefect/total): " + ", ".join(
-            f"{moment / 60:.0f}m {rss.get('service', 0):.0f}/{rss.get('prefect', 0):.0f}/{rss.get('total', 0):.0f}"
+        print("RSS over time (MB): " + ", ".join(
+            f"{moment / 60:.0f}m {rss.get('total', 0):.0f}"
             for moment, rss in rss_over_time))
 
 

@@ -48,11 +48,6 @@ class LocalPrefectServer:
         """The server's API URL (what ``PREFECT_API_URL`` should be)."""
         return f"http://127.0.0.1:{self.port}/api"
 
-    @property
-    def ui_url(self) -> str:
-        """The Prefect UI."""
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self) -> None:
         """Build Prefect's app and serve it in the ``prefect-server`` thread; refuse if the
         port is taken.
