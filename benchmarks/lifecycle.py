@@ -8,9 +8,9 @@ figures sit beside Docker's with --compare-url pointing at a second service.
 
 With --pid (the ``prefect-pfcon up`` process) it also prints, per lifecycle of each phase, the
 CPU seconds of the service and, when its Prefect server is another process (--prefect-pid),
-of that server apart; the HTTP requests that Prefect server answered (counted in its access log, which the embedded default
-writes to its own output: start the service with PREFECT_SERVER_LOGGING_LEVEL=INFO), and the
-RSS of the process tree at the end. With
+of that server apart; the HTTP requests that Prefect server answered (counted in its access
+log, which the embedded default writes to its own output: start the service with
+PREFECT_SERVER_LOGGING_LEVEL=INFO), and the RSS of the process tree at the end. With
 --compare-pid (e.g. real pfcon's gunicorn master) the same CPU and RSS figures of that tree.
 --legacy drives the previous API (``jobs/``, pfcon ≤ 5.3.1, python-pfconclient 3.3.0) instead:
 one POST (the server stages the inputs before answering), polls, the file listing, one DELETE.

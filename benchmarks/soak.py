@@ -5,8 +5,8 @@ DELETEs, as lifecycle.py runs them) for ``--minutes`` (default an hour, 20 a min
 jobs), and prints, for each of ``--periods`` equal periods (quarter-hours by default): jobs
 finished, errors (should be 0), POST and status-GET latency percentiles, end-to-end time, the
 service's RSS at the period's end (with ``--pid``, the ``prefect-pfcon up`` process, its
-Prefect server included: it runs in that process) and the Prefect database's size and growth per 1,000 jobs (with ``--prefect-db``,
-its SQLite file and ``-wal``). Then the RSS sampled each minute.
+Prefect server included: it runs in that process) and the Prefect database's size and growth
+per 1,000 jobs (with ``--prefect-db``, its SQLite file and ``-wal``). Then the RSS sampled each minute.
 
     prefect-pfcon up &   # the embedded default: Prefect on SQLite in ~/.prefect
     python benchmarks/soak.py --store-base /var/local/storeBase --pid $! \\

@@ -1,7 +1,7 @@
 """The control plane is the service's alone: its Prefect server runs in the service's own
 process, answers only with the credentials and grants CORS to its own UI only, `up` refuses a
-Prefect port another process holds, the state dir and its secrets are the owner's only, and one SIGTERM stops a service
-within seconds, its pending Prefect log lines sent first."""
+Prefect port another process holds, the state dir and its secrets are the owner's only, and
+one SIGTERM stops a service within seconds, its pending Prefect log lines sent first."""
 
 from __future__ import annotations
 
@@ -142,10 +142,11 @@ def test_prefect_server_is_served_by_the_service_process(fslink_service: Service
     and the service has started no child process."""
     pid = fslink_service.process.pid
     port = int(fslink_service.prefect_api_url.removesuffix("/api").rsplit(":", 1)[1])
-    assert listening_sockets(port) and listening_sockets(port) <= sockets_of(pid)
+    listening = listening_sockets(port)
+    assert listening and listening <= sockets_of(pid)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:  # the check tells processes apart
-        assert not listening_sockets(port) & sockets_of(other.pid)
+        assert not listening & sockets_of(other.pid)
     finally:
         other.kill()
         other.wait()

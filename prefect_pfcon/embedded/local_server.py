@@ -23,8 +23,6 @@ import time
 import httpx
 import uvicorn
 
-from prefect_pfcon.embedded.prefect_server import use_queueing_sqlite
-
 LOOPBACK = "127.0.0.1"
 PORT_WAIT_SECONDS = 5.0  # a previous server of ours may still be closing after a crash
 STOP_SECONDS = 20.0
@@ -60,9 +58,14 @@ class LocalPrefectServer:
                 f"port {self.port} on {LOOPBACK} is already in use by another process; "
                 "stop it or choose another --prefect-port"
             )
-        use_queueing_sqlite()
+        # Prefect's server modules are imported only here: a service on an external server
+        # (PREFECT_API_URL) never holds them
         from prefect.server.api.server import create_app
         from prefect.settings import PREFECT_SERVER_API_KEEPALIVE_TIMEOUT
+
+        from prefect_pfcon.embedded.prefect_server import use_queueing_sqlite
+
+        use_queueing_sqlite()
 
         config = uvicorn.Config(
             create_app(final=True), host=LOOPBACK, port=self.port,
