@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -30,6 +30,7 @@ def start_chromium() -> webdriver.Chrome:
     for nothing; --no-sandbox because the tests run as root."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for failures
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
                      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync", "--no-first-run"):
@@ -39,6 +40,20 @@ def start_chromium() -> webdriver.Chrome:
 
 def _text(element: WebElement) -> str:
     return " ".join(element.text.split())
+
+
+class NotShown(AssertionError):
+    """The UI did not show what a step waited for; says what it showed instead."""
+
+
+def _what_is_shown(driver: webdriver.Chrome) -> str:
+    """The page's URL, the start of its visible text and its console's warnings and errors."""
+    try:
+        text = _text(driver.find_element(By.TAG_NAME, "body"))[:800]
+    except Exception as error:  # the page itself may be what failed
+        text = f"(no text: {error!r})"
+    console = [entry["message"] for entry in driver.get_log("browser") if entry["level"] != "INFO"][-10:]
+    return f"{driver.current_url} showing {text!r}; console: {console}"
 
 
 class PrefectUI:
@@ -56,7 +71,10 @@ class PrefectUI:
                 return condition(driver)
             except StaleElementReferenceException:
                 return None
-        return WebDriverWait(self.driver, WAIT).until(attempt, f"the UI never showed {what}")
+        try:
+            return WebDriverWait(self.driver, WAIT).until(attempt)
+        except TimeoutException:
+            raise NotShown(f"the UI never showed {what}; it was at {_what_is_shown(self.driver)}") from None
 
     def visible(self, xpath: str, what: str) -> WebElement:
         """The first displayed element ``xpath`` matches, once there is one."""
