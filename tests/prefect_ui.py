@@ -95,6 +95,12 @@ class PrefectUI:
         self.visible("//input[@type='password']", "a login page").send_keys(auth_string, Keys.ENTER)
         self.nav("Dashboard")
 
+    def home(self) -> None:
+        """Load the UI afresh at its start page (logged in: the auth string is kept), so what
+        an earlier page left on screen does not carry over."""
+        self.driver.get(self.url)
+        self.visible("//*[@data-sidebar='sidebar']//a[normalize-space()='Dashboard']", "the side bar")
+
     def nav(self, item: str) -> None:
         """Follow the side bar's link ``item`` (Runs, Deployments ...)."""
         self.click(f"//*[@data-sidebar='sidebar']//a[normalize-space()='{item}']", f"the {item} link")
@@ -106,6 +112,7 @@ class PrefectUI:
 
     def open_flow_run(self, name: str) -> None:
         """Search the runs list by flow run name and open the one named ``name``."""
+        self.home()
         self.nav("Runs")
         self.tab("Flow Runs")
         self.visible("//input[@placeholder='Search by flow run name']", "the flow run search").send_keys(name)
@@ -142,6 +149,7 @@ class PrefectUI:
 
     def open_custom_run(self, flow: str) -> None:
         """The custom run form of flow ``flow``'s deployment, from the deployments list."""
+        self.home()
         self.nav("Deployments")
         self.click(f"//tr[.//*[normalize-space()='{flow}']]//a[contains(@href, '/deployment')]", f"{flow}'s deployment")
         self.click("//button[normalize-space()='Run']", "the deployment's Run button")

@@ -1,4 +1,5 @@
-"""The embedded Prefect server's SQLite transactions queue for the write lock (real SQLite).
+"""The embedded Prefect server's SQLite configuration (real SQLite): its transactions queue for
+the write lock, and its connections keep a small page cache.
 
 The race that made flow-run creation fail under load: a transaction reads, another connection
 writes and commits, then the first one writes.
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from prefect.server.database.configurations import AioSqliteConfiguration, BaseDatabaseConfiguration
 from sqlalchemy.exc import OperationalError
 
-from prefect_pfcon.embedded.prefect_server import QueueingSqliteConfiguration
+from prefect_pfcon.embedded.prefect_server import SQLITE_CACHE_KIB, QueueingSqliteConfiguration
 
 OTHER_WRITER_HEAD_START = 0.3
 
@@ -60,3 +61,20 @@ def test_prefects_own_configuration_loses_the_race(tmp_path: Path) -> None:
 def test_queueing_configuration_makes_the_other_writer_wait(tmp_path: Path) -> None:
     config = QueueingSqliteConfiguration(connection_url=_url(tmp_path), timeout=10)
     assert asyncio.run(_read_then_write_while_another_writes(config)) == [1, 2]
+
+
+async def _pragmas(config: BaseDatabaseConfiguration, *names: str) -> list[object]:
+    engine = await config.engine()
+    try:
+        async with engine.connect() as connection:
+            return [(await connection.exec_driver_sql(f"PRAGMA {name}")).scalar() for name in names]
+    finally:
+        await engine.dispose()
+
+
+def test_connections_keep_a_small_page_cache_and_prefects_other_pragmas(tmp_path: Path) -> None:
+    config = QueueingSqliteConfiguration(connection_url=_url(tmp_path), timeout=10)
+    cache_size, journal_mode, foreign_keys = asyncio.run(
+        _pragmas(config, "cache_size", "journal_mode", "foreign_keys"))
+    assert cache_size == -SQLITE_CACHE_KIB  # Prefect's own: 20000 pages
+    assert (journal_mode, foreign_keys) == ("wal", 1)

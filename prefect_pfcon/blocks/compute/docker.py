@@ -19,7 +19,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerUser,
 )
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
-from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
+from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call, engine_read
 from prefect_pfcon.blocks.compute.lines import split_lines
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.lib.command import INCOMING, OUTGOING
@@ -136,7 +136,7 @@ class DockerCompute(DockerEngineBlock):
             kwargs["group_add"] = [user.gid]
         return kwargs
 
-    @engine_call
+    @engine_read
     def state(self, name: str) -> ContainerState | None:
         try:
             info = self.client.api.inspect_container(name)
@@ -151,7 +151,7 @@ class DockerCompute(DockerEngineBlock):
             labels=info["Config"].get("Labels") or {},
         )
 
-    @engine_call
+    @engine_read
     def logs(self, name: str) -> str:
         """The container's log tail; empty once it is gone or being removed (a DELETE)."""
         try:

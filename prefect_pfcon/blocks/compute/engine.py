@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from abc import ABC
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ from prefect_pfcon.blocks.compute.base import ComputeBlock, ComputeProbe, Comput
 
 T = TypeVar("T")
 ENGINE_UNREACHABLE = "The Docker engine cannot be reached (stopped or restarting)"
+READ_ATTEMPTS = 3
+READ_RETRY_SECONDS = 0.1
 
 
 def engine_call(method: Callable[..., T]) -> Callable[..., T]:
@@ -31,6 +34,29 @@ def engine_call(method: Callable[..., T]) -> Callable[..., T]:
             raise ComputeUnavailable(ENGINE_UNREACHABLE) from None
 
     return call
+
+
+def engine_read(method: Callable[..., T]) -> Callable[..., T]:
+    """``engine_call`` for a read that may be asked again: an engine error (5xx) is retried,
+    and one that persists is ``ComputeUnavailable``. Podman answers 500 to reads of a container
+    that is exiting ("read /proc/<pid>/cgroup: no such process") for a moment."""
+
+    @functools.wraps(method)
+    def read(self: DockerEngineBlock, *args: Any, **kwargs: Any) -> T:
+        attempts_left = READ_ATTEMPTS
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except APIError as error:
+                attempts_left -= 1
+                if not error.is_server_error():
+                    raise
+                if not attempts_left:
+                    raise ComputeUnavailable(f"The Docker engine answered {error.status_code}: {error.explanation}") \
+                        from None
+            time.sleep(READ_RETRY_SECONDS)
+
+    return engine_call(read)
 
 
 class DockerEngineBlock(ComputeBlock, ABC):

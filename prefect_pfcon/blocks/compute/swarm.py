@@ -20,7 +20,7 @@ from prefect_pfcon.blocks.compute.base import (
     ContainerUser,
 )
 from prefect_pfcon.names import FLOW_RUN_LABEL, JID_LABEL, JOB_TYPE_LABEL
-from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call
+from prefect_pfcon.blocks.compute.engine import DockerEngineBlock, engine_call, engine_read
 from prefect_pfcon.models import JobStatus
 from prefect_pfcon.lib.command import INCOMING, OUTGOING
 
@@ -167,7 +167,7 @@ class SwarmCompute(DockerEngineBlock):
         tasks = self.client.api.tasks(filters={"service": service["ID"]})
         return service, (tasks[0] if tasks else None)
 
-    @engine_call
+    @engine_read
     def state(self, name: str) -> ContainerState | None:
         found = self._service_and_task(name)
         if found is None:
@@ -186,7 +186,7 @@ class SwarmCompute(DockerEngineBlock):
         except NotFound:
             return []
 
-    @engine_call
+    @engine_read
     def logs(self, name: str) -> str:
         """The service's log tail; empty once it is gone."""
         return b"".join(self._log_frames(name, tail=self.logs_tail)).decode("utf-8", errors="replace")
