@@ -9,10 +9,12 @@ the deployment, then insert) fails over and over. Beginning every transaction IM
 it take the write lock first, so writers queue (up to the database timeout) instead of
 failing; reads outside transactions are unaffected. PostgreSQL servers are left as they are.
 
-Prefect also gives each connection a page cache of 20000 pages (80 MB), and its pool keeps up
-to 15 connections: as the database grows under steady load, their caches grow with it and the
-service's memory rises for hours. The file's pages stay in the kernel's cache either way, so
-``SQLITE_CACHE_KIB`` per connection is enough (``benchmarks/soak.py``).
+Prefect also gives each connection a page cache of 20000 pages (80 MB), and its pool keeps 5
+connections: every page a query reads stays cached, so as the database grows (about 165 MB
+per 1,000 jobs) and the UI's history pages or the vacuum service scan it, each connection
+comes to hold up to 80 MB. The file's pages stay in the kernel's cache either way, so
+``SQLITE_CACHE_KIB`` per connection is enough (``benchmarks/sqlite_cache.py``: 5 connections
+reading a 53 MB database grow the process by 189 MB with Prefect's setting, 41 MB with ours).
 """
 
 from __future__ import annotations
