@@ -15,6 +15,7 @@ it; a service with its own Prefect server makes it that server's auth string.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from private_dockerd import PrivateDockerd
 
 TEST_SECRET = "test-secret-key-not-for-production"
 READY_TIMEOUT = 240
+EDIT_HEARD_SECONDS = 60  # a block edit reaches a service on Prefect's event stream
 SWIFT_TEST_CONTAINER = "pfcon-tests"
 SWARM_GPU = "h6-gpu-0"  # the one NVIDIA-GPU the test swarm's node advertises (a name, no device)
 S3_TEST_BUCKET = "pfcon-s3-tests"
@@ -264,19 +266,32 @@ def s3_service(session_tmp: Path, fslink_service: Service, s3_credentials) -> It
     _stop(service)
 
 
+def block_edits_heard(service: Service) -> float:
+    """How many block edits the service has heard of (its ``pfcon_block_edits_total``)."""
+    metrics = requests.get(service.url.removesuffix("/api/v1/") + "/metrics", headers=service.headers(), timeout=30)
+    metrics.raise_for_status()
+    return float(re.search(r"^pfcon_block_edits_total (\S+)$", metrics.text, re.MULTILINE).group(1))
+
+
 @contextmanager
 def block_fields(service: Service, block_name: str, **fields: Any) -> Iterator[None]:
     """Change fields of a saved block (as an operator would in the Prefect UI), then put them
-    back."""
+    back; each change counts as made once the service has heard of it (the steps it starts
+    from then on load the block afresh)."""
     found = service.prefect("post", "/block_documents/filter", json={
         "block_documents": {"name": {"any_": [block_name]}}, "include_secrets": True}).json()
     document = found[0]
     original = {name: document["data"][name] for name in fields}
 
     def update(values: dict[str, str]) -> None:
+        before = block_edits_heard(service)
         response = service.prefect("patch", f"/block_documents/{document['id']}",
                                    json={"data": values, "merge_existing_data": True})
         response.raise_for_status()
+        deadline = time.monotonic() + EDIT_HEARD_SECONDS
+        while block_edits_heard(service) == before:
+            assert time.monotonic() < deadline, f"the service never heard of the edit of {block_name}"
+            time.sleep(0.1)
 
     update(fields)
     try:

@@ -16,14 +16,18 @@ BLOCK_EDITS = EventFilter(
 
 class BlockEdits(LoopService):
     """Calls ``on_edit`` whenever a block document is changed or deleted, and on each new
-    subscription (edits may have gone unheard); subscribes again after a lost stream."""
+    subscription (edits may have gone unheard), then ``heard`` for each edit; subscribes again
+    after a lost stream."""
 
-    def __init__(self, on_edit: Callable[[], None], resubscribe_seconds: float = 5.0) -> None:
+    def __init__(self, on_edit: Callable[[], None], heard: Callable[[], None],
+                 resubscribe_seconds: float = 5.0) -> None:
         super().__init__(resubscribe_seconds)
         self._on_edit = on_edit
+        self._heard = heard
 
     async def run_once(self) -> None:
         async with get_events_subscriber(filter=BLOCK_EDITS) as events:
             self._on_edit()
             async for _ in events:
                 self._on_edit()
+                self._heard()

@@ -1,4 +1,5 @@
-"""The service's Prometheus metrics: job steps, API requests, Prefect errors and 503 answers.
+"""The service's Prometheus metrics: job steps, API requests, Prefect errors, 503 answers and
+block edits heard.
 
 One ``ServiceMetrics`` per service instance, on a registry of its own (never the client
 library's global one), so several services in one process keep apart. No label takes an
@@ -84,6 +85,9 @@ class ServiceMetrics:
         self._prefect_errors = Counter("pfcon_prefect_errors", "Failed calls to the Prefect server, by where "
                                        "they happened and what went wrong", ["source", "kind"],
                                        registry=self.registry)
+        self._block_edits = Counter("pfcon_block_edits", "Block edits and deletions heard on Prefect's event "
+                                    "stream (the steps started after each load their blocks afresh)",
+                                    registry=self.registry)
         self._lock = threading.Lock()
         self._on_threads: dict[UUID, StepRequest] = {}
         self._watched_steps: Callable[[], list[tuple[StepRequest, bool]]] | None = None
@@ -144,6 +148,10 @@ class ServiceMetrics:
     def prefect_error(self, source: str, exc: BaseException) -> None:
         """A call to Prefect failed (``source``: ``api`` or ``runner``)."""
         self._prefect_errors.labels(source, prefect_error_kind(exc)).inc()
+
+    def block_edit_heard(self) -> None:
+        """A block edit or deletion reached this service."""
+        self._block_edits.inc()
 
     def exposition(self) -> bytes:
         """Every metric in Prometheus' text format."""

@@ -56,7 +56,7 @@ async def running_service(
         client = await stack.enter_async_context(get_client())
         storage = await to_thread.run_sync(load_storage, settings.storage.block_name)
         compute = await to_thread.run_sync(load_compute, settings.compute.block_name)
-        loops: list[LoopService] = [BlockEdits(forget_loaded_blocks)]
+        loops: list[LoopService] = [BlockEdits(forget_loaded_blocks, metrics.block_edit_heard)]
         if service.deployment_name != DEPLOYMENT_NAME:
             from prefect_pfcon.service.prefect_store import PrefectJobStore
 
