@@ -41,7 +41,6 @@ async def growth_mb(config: BaseDatabaseConfiguration, connections: int) -> floa
     try:
         for connection in opened:
             for table in TABLES:
-                await connection.exec_driver_sql(f"SELECT count(*), max(length(quote(t.rowid))) FROM {table} t")
                 await connection.exec_driver_sql(f"SELECT * FROM {table}")
         return rss_mb(os.getpid()) - before
     finally:

@@ -266,9 +266,9 @@ def s3_service(session_tmp: Path, fslink_service: Service, s3_credentials) -> It
     _stop(service)
 
 
-def block_edits_heard(service: Service) -> float:
+def block_edits_heard(service: Service, headers: dict[str, str]) -> float:
     """How many block edits the service has heard of (its ``pfcon_block_edits_total``)."""
-    metrics = requests.get(service.url.removesuffix("/api/v1/") + "/metrics", headers=service.headers(), timeout=30)
+    metrics = requests.get(service.url.removesuffix("/api/v1/") + "/metrics", headers=headers, timeout=30)
     metrics.raise_for_status()
     return float(re.search(r"^pfcon_block_edits_total (\S+)$", metrics.text, re.MULTILINE).group(1))
 
@@ -282,14 +282,15 @@ def block_fields(service: Service, block_name: str, **fields: Any) -> Iterator[N
         "block_documents": {"name": {"any_": [block_name]}}, "include_secrets": True}).json()
     document = found[0]
     original = {name: document["data"][name] for name in fields}
+    headers = service.headers()
 
     def update(values: dict[str, str]) -> None:
-        before = block_edits_heard(service)
+        before = block_edits_heard(service, headers)
         response = service.prefect("patch", f"/block_documents/{document['id']}",
                                    json={"data": values, "merge_existing_data": True})
         response.raise_for_status()
         deadline = time.monotonic() + EDIT_HEARD_SECONDS
-        while block_edits_heard(service) == before:
+        while block_edits_heard(service, headers) == before:
             assert time.monotonic() < deadline, f"the service never heard of the edit of {block_name}"
             time.sleep(0.1)
 

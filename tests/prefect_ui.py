@@ -38,6 +38,11 @@ def start_chromium() -> webdriver.Chrome:
     return webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
 
 
+def _side_bar_link(item: str) -> str:
+    """The XPath of the side bar's link ``item``."""
+    return f"//*[@data-sidebar='sidebar']//a[normalize-space()='{item}']"
+
+
 def _text(element: WebElement) -> str:
     return " ".join(element.text.split())
 
@@ -99,11 +104,11 @@ class PrefectUI:
         """Load the UI afresh at its start page (logged in: the auth string is kept), so what
         an earlier page left on screen does not carry over."""
         self.driver.get(self.url)
-        self.visible("//*[@data-sidebar='sidebar']//a[normalize-space()='Dashboard']", "the side bar")
+        self.visible(_side_bar_link("Dashboard"), "the side bar")
 
     def nav(self, item: str) -> None:
         """Follow the side bar's link ``item`` (Runs, Deployments ...)."""
-        self.click(f"//*[@data-sidebar='sidebar']//a[normalize-space()='{item}']", f"the {item} link")
+        self.click(_side_bar_link(item), f"the {item} link")
 
     def tab(self, title: str) -> WebElement:
         """Select a page's tab ``title``; its panel."""

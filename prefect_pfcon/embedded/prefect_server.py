@@ -14,7 +14,7 @@ connections: every page a query reads stays cached, so as the database grows (ab
 per 1,000 jobs) and the UI's history pages or the vacuum service scan it, each connection
 comes to hold up to 80 MB. The file's pages stay in the kernel's cache either way, so
 ``SQLITE_CACHE_KIB`` per connection is enough (``benchmarks/sqlite_cache.py``: 5 connections
-reading a 53 MB database grow the process by 189 MB with Prefect's setting, 41 MB with ours).
+reading a 53 MB database grow the process by 182 MB with Prefect's setting, 43 MB with ours).
 """
 
 from __future__ import annotations
