@@ -3,11 +3,13 @@
 Register them with ``prefect block register -m prefect_pfcon.blocks`` (``up`` does it too).
 A loaded block is reused for up to ``BLOCK_REUSE_SECONDS``: each job step needs its blocks, and
 a load is a Prefect API call. The API process hears of block edits on Prefect's event stream
-and calls ``forget_loaded_blocks``, so an edit applies to the steps started after it.
+and calls ``reload_blocks``, so an edit applies to the steps started after it and no step waits
+for a load.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import TypeVar
@@ -33,6 +35,7 @@ from prefect_pfcon.blocks.storage import (
     ZipfileStorage,
 )
 
+logger = logging.getLogger("prefect_pfcon.blocks")
 BlockT = TypeVar("BlockT", bound=Block)
 BLOCK_REUSE_SECONDS = 300.0
 
@@ -66,10 +69,16 @@ def load_compute(name: str) -> ComputeBlock:
     return _load_by_name(name, COMPUTE_BLOCKS.values())
 
 
-def forget_loaded_blocks() -> None:
-    """Load blocks from Prefect again when next asked (one was edited)."""
+def reload_blocks(storage_name: str, compute_name: str) -> None:
+    """Forget every loaded block (one was edited) and load these two again now; one that no
+    longer loads is logged, and fails the steps that ask for it."""
     load_storage.cache_clear()
     load_compute.cache_clear()
+    for load, name in ((load_storage, storage_name), (load_compute, compute_name)):
+        try:
+            load(name)
+        except Exception as exc:
+            logger.warning("Block %r no longer loads: %s", name, exc)
 
 
 __all__ = [
@@ -86,7 +95,7 @@ __all__ = [
     "SwarmCompute",
     "SwiftStorage",
     "ZipfileStorage",
-    "forget_loaded_blocks",
     "load_compute",
     "load_storage",
+    "reload_blocks",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prefect.events.clients import get_events_subscriber
@@ -15,9 +16,9 @@ BLOCK_EDITS = EventFilter(
 
 
 class BlockEdits(LoopService):
-    """Calls ``on_edit`` whenever a block document is changed or deleted, and on each new
-    subscription (edits may have gone unheard), then ``heard`` for each edit; subscribes again
-    after a lost stream."""
+    """Calls ``on_edit`` (in a thread) whenever a block document is changed or deleted, and
+    on each new subscription (edits may have gone unheard), then ``heard`` for each edit;
+    subscribes again after a lost stream."""
 
     def __init__(self, on_edit: Callable[[], None], heard: Callable[[], None],
                  resubscribe_seconds: float = 5.0) -> None:
@@ -27,7 +28,7 @@ class BlockEdits(LoopService):
 
     async def run_once(self) -> None:
         async with get_events_subscriber(filter=BLOCK_EDITS) as events:
-            self._on_edit()
+            await asyncio.to_thread(self._on_edit)
             async for _ in events:
-                self._on_edit()
+                await asyncio.to_thread(self._on_edit)
                 self._heard()

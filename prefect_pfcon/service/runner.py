@@ -107,6 +107,7 @@ class JobRunner:
         self._slots = asyncio.Semaphore(self._concurrency)
         self._client = get_client()
         await self._client.__aenter__()
+        self._flow_id = await self._with_retries(lambda: self.client.create_flow(job_flow))
         open_jobs = self._book.open_jobs()
         for jid, (flow_run_id, requests) in open_jobs.items():
             channel = self._open(jid, flow_run_id)
@@ -209,10 +210,9 @@ class JobRunner:
         return await with_retries(call, retried=partial(self._metrics.prefect_error, "runner"))
 
     async def _create_flow_run(self, jid: str) -> FlowRun:
-        """A new flow run of the job, Pending for this runner (the flow's id is looked up once,
-        where ``create_flow_run`` would ask for it each time)."""
-        if self._flow_id is None:
-            self._flow_id = await self.client.create_flow(job_flow)
+        """A new flow run of the job, Pending for this runner (the flow's id is registered once,
+        at start, where ``create_flow_run`` would ask for it each time)."""
+        assert self._flow_id is not None, "start() first"
         created = FlowRunCreate(
             flow_id=self._flow_id,
             name=job_run_name(jid),

@@ -7,13 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from uuid import UUID
 
 from anyio import to_thread
 from prefect import Flow
 from prefect.client.orchestration import get_client
 
-from prefect_pfcon.blocks import forget_loaded_blocks, load_compute, load_storage
+from prefect_pfcon.blocks import load_compute, load_storage, reload_blocks
 from prefect_pfcon.job_secrets import job_secrets_key
 from prefect_pfcon.names import DEPLOYMENT_NAME
 from prefect_pfcon.service.block_edits import BlockEdits
@@ -56,7 +57,9 @@ async def running_service(
         client = await stack.enter_async_context(get_client())
         storage = await to_thread.run_sync(load_storage, settings.storage.block_name)
         compute = await to_thread.run_sync(load_compute, settings.compute.block_name)
-        loops: list[LoopService] = [BlockEdits(forget_loaded_blocks, metrics.block_edit_heard)]
+        loops: list[LoopService] = [BlockEdits(
+            partial(reload_blocks, settings.storage.block_name, settings.compute.block_name),
+            metrics.block_edit_heard)]
         if service.deployment_name != DEPLOYMENT_NAME:
             from prefect_pfcon.service.prefect_store import PrefectJobStore
 
