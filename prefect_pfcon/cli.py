@@ -13,6 +13,7 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from prefect_pfcon.jobs_cli import add_jobs_command, jobs
+from prefect_pfcon.malloc_arenas import cap_malloc_arenas
 from prefect_pfcon.settings import ContainerEnv, PfconSettings, StorageEnv
 from prefect_pfcon.state_dir import private_dir
 from prefect_pfcon.status_cli import add_status_command, status
@@ -124,6 +125,7 @@ def up(args: argparse.Namespace) -> None:
         private_dir(settings.service.state_dir)
     except PermissionError as error:
         sys.exit(f"prefect-pfcon: {error}")
+    cap_malloc_arenas()
     ui_url = _prepare_prefect_env(args.prefect_port, settings)
     from prefect_pfcon.embedded.serve import serve
     from prefect_pfcon.embedded.local_server import LocalPrefectServer, PrefectServerError
