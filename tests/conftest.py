@@ -277,7 +277,7 @@ def block_edits_heard(service: Service, headers: dict[str, str]) -> float:
 def block_fields(service: Service, block_name: str, **fields: Any) -> Iterator[None]:
     """Change fields of a saved block (as an operator would in the Prefect UI), then put them
     back; each change counts as made once the service has heard of it (the steps it starts
-    from then on load the block afresh)."""
+    from then on use the block as edited)."""
     found = service.prefect("post", "/block_documents/filter", json={
         "block_documents": {"name": {"any_": [block_name]}}, "include_secrets": True}).json()
     document = found[0]
