@@ -3,8 +3,8 @@
 Register them with ``prefect block register -m prefect_pfcon.blocks`` (``up`` does it too).
 A loaded block is reused for up to ``BLOCK_REUSE_SECONDS``: each job step needs its blocks, and
 a load is a Prefect API call. The API process hears of block edits on Prefect's event stream
-and calls ``reload_blocks``, so an edit applies to the steps started after it and no step waits
-for a load.
+and calls ``reload_blocks``, so an edit applies to the steps started after it, which find the
+blocks loaded.
 """
 
 from __future__ import annotations
@@ -71,14 +71,16 @@ def load_compute(name: str) -> ComputeBlock:
 
 def reload_blocks(storage_name: str, compute_name: str) -> None:
     """Forget every loaded block (one was edited) and load these two again now; one that no
-    longer loads is logged, and fails the steps that ask for it."""
+    longer loads is logged by its error's kind only (a validation error would quote the
+    block's values, secrets among them), and fails the steps that ask for it."""
     load_storage.cache_clear()
     load_compute.cache_clear()
     for load, name in ((load_storage, storage_name), (load_compute, compute_name)):
         try:
             load(name)
         except Exception as exc:
-            logger.warning("Block %r no longer loads: %s", name, exc)
+            logger.warning("Block %r no longer loads (%s); the steps that need it fail",
+                           name, type(exc).__name__)
 
 
 __all__ = [
